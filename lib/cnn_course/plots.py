@@ -1,0 +1,498 @@
+"""Plotting helpers for the notebooks: learning curves, image grids, confusion matrices, timings.
+
+Every function draws with matplotlib's object API and returns the :class:`~matplotlib.figure.Figure`
+(so tests can inspect it); none calls ``plt.show()``, because Jupyter's inline backend shows a
+figure by itself. Nothing here imports TensorFlow, and scikit-learn is imported only when a
+confusion matrix is drawn, so ``import cnn_course.plots`` stays fast.
+
+Labels may be given as integers ``(N,)``, as Keras-style ``(N, 1)`` columns, or as one-hot /
+probability rows ``(N, classes)`` (their argmax is used). ``class_names`` may be a sequence of
+names indexed by label or a data-set name such as ``"fashion_mnist"`` (see
+:func:`cnn_course.data.class_names`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
+
+from . import data
+
+__all__ = [
+    "RIGHT_COLOR",
+    "WRONG_COLOR",
+    "plot_learning_curves",
+    "plot_image_grid",
+    "extreme_prediction_indices",
+    "plot_extreme_predictions",
+    "plot_confusion_matrix",
+    "plot_seconds_per_epoch",
+]
+
+#: Title colour of a correct prediction.
+RIGHT_COLOR = "tab:green"
+#: Title colour of a wrong prediction.
+WRONG_COLOR = "tab:red"
+
+_LAYOUTS = ("overlay", "side_by_side")
+_WHICH = ("both", "correct", "wrong")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------
+
+def _history_dict(history: Any) -> dict[str, list[float]]:
+    """The ``{metric: [value per epoch]}`` dict of a Keras ``History``, an object with ``.history``, or a dict."""
+    raw = getattr(history, "history", history)
+    if not isinstance(raw, Mapping):
+        raise TypeError(
+            f"expected a keras History, an object with a .history dict, or a dict of lists; "
+            f"got {type(history).__name__}"
+        )
+    return {str(key): [float(v) for v in np.ravel(values)] for key, values in raw.items()}
+
+
+def _is_history(value: Any) -> bool:
+    return hasattr(value, "history") or isinstance(value, Mapping)
+
+
+def _runs(histories: Any) -> dict[str, dict[str, list[float]]]:
+    """``{run label: history dict}`` from one history or a dict of labelled histories."""
+    if isinstance(histories, Mapping) and not histories:
+        raise ValueError("no histories given")
+    if isinstance(histories, Mapping) and all(_is_history(v) for v in histories.values()):
+        return {str(label): _history_dict(h) for label, h in histories.items()}
+    return {"": _history_dict(histories)}
+
+
+def _class_names(class_names: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    if class_names is None:
+        return None
+    if isinstance(class_names, str):
+        return data.class_names(class_names)
+    return tuple(str(name) for name in class_names)
+
+
+def _labels(labels: Any, what: str) -> np.ndarray:
+    """Integer labels ``(N,)`` from ``(N,)``, ``(N, 1)`` or one-hot / probability rows ``(N, C)``."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        return labels.argmax(axis=1)
+    if labels.ndim > 2 or (labels.ndim == 2 and labels.shape[1] != 1):
+        raise ValueError(f"{what} must have shape (N,), (N, 1) or (N, classes); got {labels.shape}")
+    return labels.reshape(-1).astype(np.int64)
+
+
+def _label_text(label: int, names: tuple[str, ...] | None) -> str:
+    return names[int(label)] if names is not None else str(int(label))
+
+
+def _check_images(images: Any, n_labels: int) -> np.ndarray:
+    images = np.asarray(images)
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))):
+        raise ValueError(f"images must have shape (N, H, W), (N, H, W, 1) or (N, H, W, 3); got {images.shape}")
+    if len(images) != n_labels:
+        raise ValueError(f"{len(images)} images but {n_labels} labels")
+    if len(images) == 0:
+        raise ValueError("no images to show")
+    return images
+
+
+def _show_image(ax, image: np.ndarray) -> None:
+    """Draw one image without ticks: uint8 0..255 and float 0..1 as they are, anything else min-max scaled."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if np.issubdtype(image.dtype, np.integer) and image.min() >= 0 and image.max() <= 255:
+        image = image.astype(np.float32) / np.float32(255)
+    else:
+        image = image.astype(np.float32)
+        low, high = float(image.min()), float(image.max())
+        if low < 0 or high > 1:  # e.g. standardized pixels
+            image = (image - low) / max(high - low, 1e-12)
+    if image.ndim == 2:
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _cell_axes(parent, count: int, ncols: int) -> list:
+    """``count`` axes in rows of ``ncols`` (>= 1) on a Figure or SubFigure; unused cells are switched off."""
+    nrows = -(-count // ncols)
+    axes = np.asarray(parent.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax in axes[count:]:
+        ax.set_axis_off()
+    return list(axes[:count])
+
+
+def _image_cells(parent, images, true, predicted, confidence, names, ncols) -> list:
+    """One titled image per cell: ``true: X`` and, with predictions, ``pred: Y (p=0.99)`` in red/green."""
+    axes = _cell_axes(parent, len(images), ncols)
+    for i, ax in enumerate(axes):
+        _show_image(ax, images[i])
+        title, color = f"true: {_label_text(true[i], names)}", "black"
+        if predicted is not None:
+            title += f"\npred: {_label_text(predicted[i], names)}"
+            if confidence is not None:
+                title += f" (p={confidence[i]:.2f})"
+            color = RIGHT_COLOR if predicted[i] == true[i] else WRONG_COLOR
+        ax.set_title(title, color=color, fontsize=9)
+    return axes
+
+
+def _new_figure(figsize) -> Figure:
+    return plt.figure(figsize=figsize, layout="constrained")
+
+
+def _axes_and_figure(ax, figsize):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+        return fig, ax
+    return ax.get_figure(root=True), ax
+
+
+# --------------------------------------------------------------------------------------------
+# Learning curves
+# --------------------------------------------------------------------------------------------
+
+def _draw_metric(ax, history: dict[str, list[float]], metric: str, color: str, prefix: str) -> None:
+    for key, style, part in ((metric, "-", "train"), (f"val_{metric}", "--", "validation")):
+        values = history.get(key)
+        if values:
+            ax.plot(np.arange(1, len(values) + 1), values, linestyle=style, color=color,
+                    marker="o" if len(values) == 1 else None, label=f"{prefix}{part}")
+
+
+def plot_learning_curves(
+    histories: Any,
+    *,
+    metrics: str | Sequence[str] = ("loss", "accuracy"),
+    layout: str = "overlay",
+    title: str | None = None,
+    axes: Any = None,
+) -> Figure:
+    """Training and validation curves per epoch, for one run or several.
+
+    Args:
+        histories: one history, or a dict ``{run label: history}``. A history is a
+            ``keras.callbacks.History``, any object with a ``.history`` dict, or a dict such as
+            ``{"loss": [...], "val_loss": [...], "accuracy": [...], "val_accuracy": [...]}``
+            with one float per epoch.
+        metrics: the metrics to draw, one subplot each; the ``val_`` curve of a metric is drawn
+            dashed when the history has it. Metrics that no history has are left out.
+        layout: ``"overlay"`` (one subplot per metric, all runs on it, one colour per run) or
+            ``"side_by_side"`` (one row per metric, one column per run, y axes shared along a row).
+        title: the figure's title.
+        axes: optional axes to draw on: ``len(metrics)`` of them for ``"overlay"``, or
+            ``len(metrics) * runs`` (rows = metrics) for ``"side_by_side"``.
+
+    Returns:
+        The figure. Training curves are solid, validation curves dashed; the x axis is the
+        epoch, starting at 1.
+
+    Raises:
+        ValueError: no histories, a history has none of ``metrics`` (neither plain nor ``val_``),
+            an unknown ``layout``, or ``axes`` of the wrong number.
+        TypeError: a history is neither a History, an object with ``.history``, nor a dict.
+    """
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {_LAYOUTS}; got {layout!r}")
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    runs = _runs(histories)
+    for label, history in runs.items():
+        if not any(m in history or f"val_{m}" in history for m in metrics):
+            raise ValueError(
+                f"history{f' {label!r}' if label else ''} has none of the metrics {list(metrics)}; "
+                f"its keys are {sorted(history)}"
+            )
+    metrics = tuple(m for m in metrics if any(m in h or f"val_{m}" in h for h in runs.values()))
+    shape = (len(metrics), len(runs)) if layout == "side_by_side" else (1, len(metrics))
+    if axes is None:
+        fig, grid = plt.subplots(*shape, figsize=(4.5 * shape[1], 3.2 * shape[0]), squeeze=False,
+                                 sharex=True, sharey="row" if layout == "side_by_side" else False,
+                                 layout="constrained")
+    else:
+        flat = np.ravel(np.asarray(axes, dtype=object))
+        if flat.size != shape[0] * shape[1]:
+            raise ValueError(f"layout {layout!r} needs {shape[0] * shape[1]} axes, got {flat.size}")
+        grid, fig = flat.reshape(shape), flat[0].get_figure(root=True)
+    colors = {label: f"C{i}" for i, label in enumerate(runs)}
+
+    if layout == "overlay":
+        for ax, metric in zip(grid[0], metrics):
+            for label, history in runs.items():
+                _draw_metric(ax, history, metric, colors[label], f"{label}: " if label else "")
+            ax.set_ylabel(metric)
+            ax.set_title(metric)
+    else:
+        for row, metric in zip(grid, metrics):
+            for ax, (label, history) in zip(row, runs.items()):
+                _draw_metric(ax, history, metric, colors[label], "")
+                if not ax.lines:
+                    ax.text(0.5, 0.5, f"no {metric}", ha="center", va="center", transform=ax.transAxes)
+            low = min(ax.get_ylim()[0] for ax in row)
+            high = max(ax.get_ylim()[1] for ax in row)
+            for ax in row:
+                ax.set_ylim(low, high)
+            row[0].set_ylabel(metric)
+        for ax, label in zip(grid[0], runs):
+            ax.set_title(label)
+    for ax in grid[-1]:
+        ax.set_xlabel("epoch")
+    for ax in grid.ravel():
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.lines:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Images and predictions
+# --------------------------------------------------------------------------------------------
+
+def plot_image_grid(
+    images: Any,
+    true_labels: Any,
+    predicted_labels: Any = None,
+    *,
+    class_names: str | Sequence[str] | None = None,
+    n: int = 25,
+    ncols: int = 5,
+    title: str | None = None,
+) -> Figure:
+    """The first ``n`` images in a grid, titled with their true and (optionally) predicted class.
+
+    Args:
+        images: ``(N, H, W)``, ``(N, H, W, 1)`` or ``(N, H, W, 3)``; uint8 0..255 or float 0..1
+            (other float ranges, e.g. standardized pixels, are min-max scaled for display).
+        true_labels: integer labels ``(N,)`` or ``(N, 1)``, or one-hot rows ``(N, classes)``.
+        predicted_labels: the same forms as ``true_labels`` (probability rows too), or ``None``.
+        class_names: names indexed by label, or a data-set name such as ``"cifar10"``;
+            ``None`` shows the label numbers.
+        n: how many images to show (at most N).
+        ncols: images per row.
+        title: the figure's title.
+
+    Returns:
+        The figure, one axes per image. Titles read ``true: X`` and, with predictions,
+        ``pred: Y``, coloured :data:`RIGHT_COLOR` (green) when right, :data:`WRONG_COLOR`
+        (red) when wrong.
+
+    Raises:
+        ValueError: images of another shape, no images, or label counts that differ from N.
+        KeyError: ``class_names`` names an unknown data set.
+    """
+    true = _labels(true_labels, "true_labels")
+    images = _check_images(images, len(true))
+    predicted = None if predicted_labels is None else _labels(predicted_labels, "predicted_labels")
+    if predicted is not None and len(predicted) != len(true):
+        raise ValueError(f"{len(true)} true labels but {len(predicted)} predicted labels")
+    count = max(1, min(n, len(images)))
+    ncols = max(1, min(ncols, count))
+    fig = _new_figure((1.9 * ncols, 2.2 * -(-count // ncols)))
+    _image_cells(fig, images[:count], true[:count], None if predicted is None else predicted[:count],
+                 None, _class_names(class_names), ncols)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def extreme_prediction_indices(true_labels: Any, probabilities: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The most confident correct predictions and the most confident wrong ones.
+
+    Args:
+        true_labels: integer labels ``(N,)`` or ``(N, 1)``, or one-hot rows ``(N, classes)``.
+        probabilities: float ``(N, classes)``, e.g. a softmax output; the prediction is the
+            argmax and its confidence the probability there.
+        n: how many of each to return (fewer when there are fewer).
+
+    Returns:
+        ``(best_correct_indices, worst_wrong_indices)``, two int64 arrays of indices into N,
+        each sorted by confidence, most confident first (ties keep their original order).
+        The worst wrong predictions are those with the highest probability on the wrong class.
+
+    Raises:
+        ValueError: ``probabilities`` is not 2-D, its rows differ from the number of labels,
+            or ``n`` is negative.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    true = _labels(true_labels, "true_labels")
+    if probabilities.ndim != 2:
+        raise ValueError(f"probabilities must have shape (N, classes); got {probabilities.shape}")
+    if len(probabilities) != len(true):
+        raise ValueError(f"{len(true)} labels but {len(probabilities)} rows of probabilities")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    predicted = probabilities.argmax(axis=1)
+    order = np.argsort(-probabilities.max(axis=1), kind="stable")
+    correct = predicted[order] == true[order]
+    return order[correct][:n].astype(np.int64), order[~correct][:n].astype(np.int64)
+
+
+def plot_extreme_predictions(
+    images: Any,
+    true_labels: Any,
+    probabilities: Any,
+    *,
+    class_names: str | Sequence[str] | None = None,
+    n: int = 10,
+    which: str = "both",
+    ncols: int = 5,
+) -> Figure:
+    """The ``n`` most confident correct predictions and/or the ``n`` most confident wrong ones.
+
+    Args:
+        images: ``(N, H, W)``, ``(N, H, W, 1)`` or ``(N, H, W, 3)``, uint8 or float (see
+            :func:`plot_image_grid`).
+        true_labels: integer labels ``(N,)`` or ``(N, 1)``, or one-hot rows ``(N, classes)``.
+        probabilities: float ``(N, classes)``, e.g. ``model.predict(images)``.
+        class_names: names indexed by label, or a data-set name; ``None`` shows numbers.
+        n: images per group.
+        which: ``"both"``, ``"correct"`` or ``"wrong"``.
+        ncols: images per row within a group.
+
+    Returns:
+        The figure: one sub-figure per group, titled, with one axes per image in the order of
+        :func:`extreme_prediction_indices`. Image titles read ``true: X`` / ``pred: Y (p=0.99)``,
+        green when right and red when wrong. A group with no examples says "none".
+
+    Raises:
+        ValueError: an unknown ``which``, or shapes as in :func:`extreme_prediction_indices`
+            and :func:`plot_image_grid`.
+    """
+    if which not in _WHICH:
+        raise ValueError(f"which must be one of {_WHICH}; got {which!r}")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    true = _labels(true_labels, "true_labels")
+    images = _check_images(images, len(true))
+    best, worst = extreme_prediction_indices(true, probabilities, n)
+    groups = [("Most confident correct predictions", best), ("Most confident wrong predictions", worst)]
+    groups = [groups[0]] if which == "correct" else [groups[1]] if which == "wrong" else groups
+    predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    names = _class_names(class_names)
+    ncols = max(1, min(ncols, n))
+    rows = [max(1, -(-len(idx) // ncols)) for _, idx in groups]
+    fig = _new_figure((1.9 * ncols, 2.3 * sum(rows) + 0.4 * len(groups)))
+    subfigures = np.ravel(fig.subfigures(len(groups), 1, height_ratios=rows, squeeze=False))
+    for subfigure, (heading, idx) in zip(subfigures, groups):
+        subfigure.suptitle(heading if len(idx) else f"{heading}: none")
+        if len(idx):
+            _image_cells(subfigure, images[idx], true[idx], predicted[idx], confidence[idx], names, ncols)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Confusion matrix and timings
+# --------------------------------------------------------------------------------------------
+
+def plot_confusion_matrix(
+    true_labels: Any,
+    predicted_labels: Any,
+    *,
+    class_names: str | Sequence[str] | None = None,
+    normalize: str | None = None,
+    ax=None,
+) -> Figure:
+    """A confusion matrix (rows: true class, columns: predicted class) via scikit-learn.
+
+    Args:
+        true_labels: integer labels ``(N,)`` or ``(N, 1)``, or one-hot rows ``(N, classes)``.
+        predicted_labels: the same forms, probability rows too (their argmax is used).
+        class_names: names indexed by label, or a data-set name; with names, every class
+            ``0 .. len(names) - 1`` gets a row and column, even if absent from the labels.
+        normalize: ``None`` (counts), ``"true"`` (rows sum to 1), ``"pred"`` (columns sum to 1)
+            or ``"all"``.
+        ax: axes to draw on; ``None`` makes a new figure.
+
+    Returns:
+        The figure (the matrix is ``fig.axes[0].images[0]``, with a colour bar beside it).
+        x tick labels longer than three characters are rotated by 45 degrees.
+
+    Raises:
+        ValueError: label counts differ, or an unknown ``normalize`` (from scikit-learn).
+    """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    true = _labels(true_labels, "true_labels")
+    predicted = _labels(predicted_labels, "predicted_labels")
+    if len(true) != len(predicted):
+        raise ValueError(f"{len(true)} true labels but {len(predicted)} predicted labels")
+    names = _class_names(class_names)
+    size = 10 if names is None else len(names)
+    fig, ax = _axes_and_figure(ax, (1.8 + 0.55 * size, 1.4 + 0.5 * size))
+    display = ConfusionMatrixDisplay.from_predictions(
+        true, predicted,
+        labels=None if names is None else np.arange(len(names)),
+        display_labels=names,
+        normalize=normalize,
+        values_format=None if normalize is None else ".2f",
+        cmap="Blues",
+        ax=ax,
+    )
+    if max((len(t.get_text()) for t in display.ax_.get_xticklabels()), default=0) > 3:
+        for tick in display.ax_.get_xticklabels():
+            tick.set_rotation(45)
+            tick.set_horizontalalignment("right")
+            tick.set_rotation_mode("anchor")
+    return fig
+
+
+def plot_seconds_per_epoch(
+    batch_sizes: Sequence[int],
+    seconds_per_epoch: Sequence[float],
+    *,
+    accuracy: Sequence[float] | None = None,
+    ax=None,
+) -> Figure:
+    """Training time per epoch against batch size, optionally with the final accuracy.
+
+    Args:
+        batch_sizes: positive batch sizes, a list or 1-D array; they need not be sorted.
+        seconds_per_epoch: wall-clock seconds per epoch, one per batch size.
+        accuracy: final (e.g. validation) accuracy in 0..1 per batch size, drawn dashed on a
+            second y axis at the right; ``None`` leaves it out.
+        ax: axes to draw on; ``None`` makes a new figure.
+
+    Returns:
+        The figure. The x axis is logarithmic (base 2) with a tick at every batch size.
+
+    Raises:
+        ValueError: the sequences are empty, differ in length, or a batch size is not positive.
+    """
+    sizes = np.asarray(batch_sizes, dtype=np.float64).reshape(-1)
+    seconds = np.asarray(seconds_per_epoch, dtype=np.float64).reshape(-1)
+    acc = None if accuracy is None else np.asarray(accuracy, dtype=np.float64).reshape(-1)
+    if sizes.size == 0:
+        raise ValueError("no batch sizes given")
+    if seconds.size != sizes.size or (acc is not None and acc.size != sizes.size):
+        raise ValueError(
+            f"{sizes.size} batch sizes but {seconds.size} timings"
+            + ("" if acc is None else f" and {acc.size} accuracies")
+        )
+    if np.any(sizes <= 0):
+        raise ValueError(f"batch sizes must be positive; got {sizes.tolist()}")
+    order = np.argsort(sizes)
+    fig, ax = _axes_and_figure(ax, (6, 3.8))
+    lines = ax.plot(sizes[order], seconds[order], "o-", color="C0", label="seconds per epoch")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes[order], labels=[f"{s:g}" for s in sizes[order]])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("seconds per epoch")
+    if acc is not None:
+        twin = ax.twinx()
+        lines += twin.plot(sizes[order], acc[order], "s--", color="C1", label="final accuracy")
+        twin.set_ylabel("final accuracy")
+    ax.legend(handles=lines, loc="best")
+    ax.set_title("Seconds per epoch by batch size")
+    return fig

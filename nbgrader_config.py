@@ -1,0 +1,37 @@
+"""nbgrader settings of the course: folders, the solution stub, and the limits on each grading kernel.
+
+Run nbgrader from the repository root (the Makefile does), so that this file is found.
+"""
+
+from pathlib import Path
+
+c = get_config()  # noqa: F821  (nbgrader provides get_config)
+
+COURSE_ROOT = Path(__file__).resolve().parent
+
+c.CourseDirectory.course_id = "cnn_course"
+c.CourseDirectory.root = str(COURSE_ROOT)
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
+c.CourseDirectory.submitted_directory = "submitted"
+c.CourseDirectory.autograded_directory = "autograded"
+c.CourseDirectory.feedback_directory = "feedback"
+c.CourseDirectory.db_url = f"sqlite:///{COURSE_ROOT / 'gradebook.db'}"
+# Only notebooks are released; saved models and data are never part of an assignment.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.keras", "*.h5"]
+
+# What a student finds where the solution was: the marker of the seed exercises, then a line that
+# fails clearly, so that a blank answer scores 0 with an error that says what to do.
+c.ClearSolutions.code_stub = {
+    "python": (
+        "# here is your code coming\n"
+        'raise NotImplementedError("This cell is yours to write: replace this line with your code.")'
+    ),
+}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Grading kernels: one cell may run for at most this many seconds; a cell that takes longer
+# is interrupted and its grade cell scores 0 (the answer's error is shown in the feedback).
+c.Execute.timeout = 120
+c.Execute.allow_errors = True
+c.Execute.interrupt_on_timeout = True
