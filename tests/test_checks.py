@@ -291,3 +291,30 @@ def test_parameter_counts_come_from_the_weights_not_a_patched_method():
         assert_parameter_count(student, 695_970)
     with pytest.raises(AssertionError, match=re.escape("expected 784 non-trainable parameters, found 656")):
         assert_parameter_count(student, 695_714, 695_058, 784)
+
+
+# Answers to questions.
+
+def test_choice_answers():
+    from cnn_course.checks import assert_choice
+
+    assert_choice(" b ", "ABC")
+    assert_choice("b", "ABC", correct="B")
+    with pytest.raises(AssertionError, match=re.escape("Set answer to one letter of A, B, C")):
+        assert_choice(None, "ABC")
+    with pytest.raises(AssertionError, match=re.escape("Set answer to one letter of A, B, C")):
+        assert_choice("D", "ABC")
+    with pytest.raises(AssertionError, match=re.escape("answer = 'A' is not correct. Count the weights.")):
+        assert_choice("a", "ABC", correct="B", explanation="Count the weights.")
+
+
+def test_number_answers():
+    from cnn_course.checks import assert_number
+
+    assert_number(392_500, 392_500)
+    assert_number(0.305, 0.3, tolerance=0.01)
+    for bad in ("392500", True, None):
+        with pytest.raises(AssertionError, match="Set n to a number"):
+            assert_number(bad, name="n")
+    with pytest.raises(AssertionError, match=re.escape("n = 392,000 is not correct. inputs × units + biases")):
+        assert_number(392_000, 392_500, name="n", explanation="inputs × units + biases")

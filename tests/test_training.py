@@ -94,3 +94,22 @@ def test_fit_needs_a_compiled_model():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     with pytest.raises(RuntimeError, match="compile the model first"):
         fit(model, np.zeros((4, 2)), np.zeros(4), epochs=1)
+
+
+def test_cosine_adam_falls_to_zero_over_the_run():
+    optimizer = training.cosine_adam(epochs=2, n_train=100, batch_size=32, learning_rate=0.01)
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(4)) == pytest.approx(0.005, rel=1e-3)  # halfway: 2 epochs × 4 updates = 8 steps
+    assert float(schedule(8)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_summarize_runs_reads_the_last_and_best_epoch():
+    class Run:
+        history = {"loss": [1.0, 0.5], "accuracy": [0.5, 0.8], "val_accuracy": [0.7, 0.6]}
+        epoch_seconds = [1.5, 2.5]
+
+    table = training.summarize_runs({"a": Run()})
+    assert table.loc["a", "epochs"] == 2
+    assert table.loc["a", "validation accuracy"] == 0.6 and table.loc["a", "best validation accuracy"] == 0.7
+    assert table.loc["a", "seconds"] == 4.0

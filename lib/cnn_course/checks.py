@@ -33,6 +33,8 @@ from typing import Iterable
 import keras
 import numpy as np
 
+from .models import parameter_counts
+
 __all__ = [
     "LayerSpec",
     "describe_layers",
@@ -41,6 +43,8 @@ __all__ = [
     "assert_output_shape",
     "assert_feature_map_before_flatten",
     "assert_has_layers",
+    "assert_choice",
+    "assert_number",
 ]
 
 #: The settings compared, in the order they are reported, each with its phrase in a message.
@@ -163,7 +167,7 @@ def assert_same_architecture(student, reference: keras.Model, *, check_params: b
                _first_difference(compared(student), compared(reference), check_params))
     if problem is None:
         return
-    expected_total, found_total = _parameter_counts(reference)[0], _parameter_counts(student)[0]
+    expected_total, found_total = parameter_counts(reference)[0], parameter_counts(student)[0]
     if check_params and expected_total != found_total:
         problem.append(f"Parameter count: expected {expected_total:,} parameters, found {found_total:,}.")
     raise AssertionError("\n".join([f"{_capitalize(label)} does not match the expected architecture.", *problem]))
@@ -180,7 +184,7 @@ def assert_parameter_count(model, expected_total: int, expected_trainable: int |
         AssertionError: ``model`` is not a built ``keras.Model``, or a count differs.
     """
     _require_model(model, label)
-    total, trainable = _parameter_counts(model)
+    total, trainable, _ = parameter_counts(model)
     for what, expected, found in (("parameters in total", expected_total, total),
                                   ("trainable parameters", expected_trainable, trainable),
                                   ("non-trainable parameters", expected_non_trainable, total - trainable)):
@@ -352,14 +356,6 @@ def _restrict(specs: list[LayerSpec], kinds, settings, check_shapes: bool) -> li
             for spec in specs if kinds is None or spec.kind in kinds]
 
 
-def _parameter_counts(model: keras.Model) -> tuple[int, int]:
-    """(total, trainable) parameters, summed from the weight shapes (not from a method a student could replace)."""
-    def size(weights) -> int:
-        return sum(int(np.prod(weight.shape)) for weight in weights)
-
-    return size(model.weights), size(model.trainable_weights)
-
-
 def _layers(model: keras.Model) -> list:
     return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
 
@@ -441,3 +437,35 @@ def _article(word: str) -> str:
 
 def _capitalize(text: str) -> str:
     return text[:1].upper() + text[1:]
+
+
+def assert_choice(answer, options: str, *, correct: str | None = None, explanation: str = "",
+                  name: str = "answer") -> None:
+    """Check a multiple-choice answer: one letter of ``options`` and, if ``correct`` is given, that letter.
+
+    Case and surrounding spaces do not matter. Visible tests call it without ``correct`` (is
+    the answer a valid option?); hidden tests call it with ``correct`` and an ``explanation``
+    that the feedback shows when the answer is wrong.
+
+    Raises:
+        AssertionError: ``answer`` is not a string holding one of ``options``, or is not ``correct``.
+    """
+    choices = ", ".join(options)
+    if not isinstance(answer, str) or answer.strip().upper() not in options.upper():
+        raise AssertionError(f"Set {name} to one letter of {choices} (as a string, e.g. {name} = \"{options[0]}\"); "
+                             f"found {answer!r}.")
+    if correct is not None and answer.strip().upper() != correct.upper():
+        raise AssertionError(f"{name} = {answer.strip().upper()!r} is not correct. {explanation}".strip())
+
+
+def assert_number(answer, expected: float | None = None, *, name: str = "answer", explanation: str = "",
+                  tolerance: float = 0.0) -> None:
+    """Check a numeric answer: a real number and, if ``expected`` is given, equal to it within ``tolerance``.
+
+    Raises:
+        AssertionError: ``answer`` is not a number (``bool`` and strings are not), or differs from ``expected``.
+    """
+    if isinstance(answer, bool) or not isinstance(answer, (int, float, np.integer, np.floating)):
+        raise AssertionError(f"Set {name} to a number, e.g. {name} = 1234; found {answer!r}.")
+    if expected is not None and abs(float(answer) - float(expected)) > tolerance:
+        raise AssertionError(f"{name} = {_value(answer)} is not correct. {explanation}".strip())

@@ -9,6 +9,7 @@ Run from the repository root, where ``nbgrader_config.py`` lives (the Makefile d
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -17,12 +18,24 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["assignments", "notebook_points", "release", "release_differences", "NotebookPoints", "main"]
+__all__ = ["assignments", "notebook_points", "release", "run_nbgrader", "release_differences", "NotebookPoints", "main"]
 
 
-def _nbgrader_executable() -> str:
-    local = Path(sys.executable).with_name("nbgrader")
-    return str(local) if local.exists() else (shutil.which("nbgrader") or "nbgrader")
+def run_nbgrader(root: Path, *arguments: str) -> None:
+    """Run ``nbgrader ARGUMENTS`` in ``root`` with this interpreter's scripts first on PATH.
+
+    nbgrader starts helper programs by name (``alembic`` for the gradebook), so the folder of
+    this Python's scripts (a virtual environment's ``bin/``) must be on PATH, even when the
+    environment is not activated.
+
+    Raises:
+        subprocess.CalledProcessError: nbgrader exited with an error (its log is printed).
+    """
+    scripts = Path(sys.executable).parent
+    executable = scripts / "nbgrader"
+    command = [str(executable) if executable.exists() else (shutil.which("nbgrader") or "nbgrader"), *arguments]
+    environment = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.run(command, cwd=root, env=environment, check=True)
 
 
 def assignments(root: Path, folder: str = "source") -> list[str]:
@@ -98,8 +111,7 @@ def release(root: Path, names: list[str] | None = None) -> list[str]:
         )
     for name in names:
         print(f"nbgrader generate_assignment {name}")
-        subprocess.run([_nbgrader_executable(), "generate_assignment", name, "--force", "--log-level=WARN"],
-                       cwd=root, check=True)
+        run_nbgrader(root, "generate_assignment", name, "--force", "--log-level=WARN")
     return names
 
 

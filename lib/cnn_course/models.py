@@ -26,12 +26,15 @@ from __future__ import annotations
 from typing import Callable
 
 import keras
+import numpy as np
 from keras import layers
 
 __all__ = [
     "ARCHITECTURES",
     "PUBLISHED_PARAMETER_COUNTS",
     "build",
+    "parameter_counts",
+    "parameter_summary",
     "dense_mnist",
     "cnn1_mnist",
     "cnn2_mnist",
@@ -295,3 +298,16 @@ def build(name: str, **kwargs) -> keras.Model:
     if name not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[name](**kwargs)
+
+
+def parameter_counts(model: keras.Model) -> tuple[int, int, int]:
+    """(total, trainable, non-trainable) parameters of a built model, summed from its weight shapes."""
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    total = sum(int(np.prod(weight.shape)) for weight in model.weights)
+    return total, trainable, total - trainable
+
+
+def parameter_summary(model: keras.Model) -> str:
+    """One line with a model's parameter counts, e.g. ``695,970 parameters: 695,186 trainable, 784 non-trainable``."""
+    total, trainable, frozen = parameter_counts(model)
+    return f"{total:,} parameters: {trainable:,} trainable, {frozen:,} non-trainable"

@@ -34,6 +34,8 @@ __all__ = [
     "EpochTimer",
     "make_dataset",
     "fit",
+    "cosine_adam",
+    "summarize_runs",
 ]
 
 BUDGET_MODES = ("full", "grading", "smoke")
@@ -200,7 +202,7 @@ def fit(
     batch_size: int = 32,
     validation_data: tuple[np.ndarray, np.ndarray] | None = None,
     callbacks=(),
-    verbose="auto",
+    verbose=2,
     seed: int = 0,
 ):
     """Train a compiled model on in-memory arrays through :func:`make_dataset`, timing every epoch.
@@ -213,7 +215,8 @@ def fit(
         batch_size: images per weight update.
         validation_data: ``(x_val, y_val)``, evaluated after every epoch.
         callbacks: further Keras callbacks.
-        verbose: Keras' progress bar setting (``"auto"``, 0, 1 or 2).
+        verbose: Keras' progress report: 2 (default) prints one line per epoch, 1 an updating
+            progress bar (for long epochs), 0 nothing.
         seed: the shuffle seed.
 
     Returns:
@@ -239,3 +242,45 @@ def fit(
     total = sum(history.epoch_seconds)
     history.images_per_second = len(x_train) * len(history.epoch_seconds) / total if total > 0 else math.nan
     return history
+
+
+def cosine_adam(*, epochs: int, n_train: int, batch_size: int, learning_rate: float = 1e-3):
+    """Adam whose learning rate falls from ``learning_rate`` to 0 along a cosine over the whole run.
+
+    A falling learning rate lets the last epochs settle instead of jumping around the minimum,
+    which makes the final validation accuracy steadier than with a constant rate.
+
+    Args:
+        epochs: epochs the run will train.
+        n_train: training images per epoch.
+        batch_size: images per weight update; with ``n_train`` it gives the updates per epoch.
+        learning_rate: the starting learning rate.
+    """
+    steps = epochs * math.ceil(n_train / batch_size)
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(steps, 1)))
+
+
+def summarize_runs(histories: dict):
+    """A table of training runs: one row per run, for a notebook to show.
+
+    Args:
+        histories: ``{run label: History from fit()}``.
+
+    Returns:
+        A ``pandas.DataFrame`` indexed by run label with the columns ``epochs``,
+        ``train accuracy`` and ``validation accuracy`` (after the last epoch, fractions 0..1),
+        ``best validation accuracy`` and ``seconds`` (wall seconds of training, when timed).
+    """
+    import pandas as pd
+
+    rows = {}
+    for label, history in histories.items():
+        logs = history.history
+        rows[label] = {
+            "epochs": len(logs.get("loss", [])),
+            "train accuracy": logs["accuracy"][-1] if logs.get("accuracy") else math.nan,
+            "validation accuracy": logs["val_accuracy"][-1] if logs.get("val_accuracy") else math.nan,
+            "best validation accuracy": max(logs["val_accuracy"]) if logs.get("val_accuracy") else math.nan,
+            "seconds": sum(getattr(history, "epoch_seconds", [])) or math.nan,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")

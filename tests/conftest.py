@@ -1,0 +1,103 @@
+"""Shared fixtures: the smoke budget for every notebook run, and a temporary nbgrader course."""
+
+import copy
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Every kernel that the tests start (nbval, nbgrader) inherits this: notebooks train in smoke mode.
+# nbgrader's own NBGRADER_EXECUTION still switches autograding to the grading budget.
+os.environ.setdefault("CNN_COURSE_SMOKE", "1")
+
+
+@dataclass
+class Course:
+    """A course folder in a temporary directory with this repository's nbgrader_config.py and source/."""
+
+    root: Path
+
+    def release(self, assignment: str) -> None:
+        from cnn_course.course import release
+
+        release(self.root, [assignment])
+
+    def source_notebook(self, assignment: str, name: str):
+        return nbformat.read(self.root / "source" / assignment / f"{name}.ipynb", as_version=4)
+
+    def released_notebook(self, assignment: str, name: str):
+        return nbformat.read(self.root / "release" / assignment / f"{name}.ipynb", as_version=4)
+
+    def submit(self, student: str, assignment: str, notebooks: dict) -> None:
+        """Write a submission: ``notebooks`` maps a notebook name to its (edited) NotebookNode."""
+        folder = self.root / "submitted" / student / assignment
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, notebook in notebooks.items():
+            nbformat.write(notebook, folder / f"{name}.ipynb")
+
+    def autograde(self, assignment: str) -> None:
+        from cnn_course.course import run_nbgrader
+
+        run_nbgrader(self.root, "autograde", assignment, "--log-level=WARN")
+
+    def scores(self, assignment: str, student: str) -> dict:
+        """``{(notebook, grade_id): autograded score}`` for every autograded grade cell of a submission."""
+        from nbgrader.api import Gradebook
+
+        scores = {}
+        with Gradebook(f"sqlite:///{self.root / 'gradebook.db'}") as gradebook:
+            submission = gradebook.find_submission(assignment, student)
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    if grade.auto_score is not None:
+                        scores[(notebook.name, grade.name)] = grade.auto_score
+        return scores
+
+    def max_scores(self, assignment: str) -> dict:
+        """``{(notebook, grade_id): points}`` of the autograded grade cells (test cells) of an assignment."""
+        from nbgrader.api import Gradebook
+
+        with Gradebook(f"sqlite:///{self.root / 'gradebook.db'}") as gradebook:
+            return {(notebook.name, cell.name): cell.max_score
+                    for notebook in gradebook.find_assignment(assignment).notebooks
+                    for cell in notebook.grade_cells if cell.cell_type == "code"}
+
+    def feedback_text(self, assignment: str, student: str, name: str) -> str:
+        """All outputs (tracebacks included) of an autograded notebook, as text."""
+        notebook = nbformat.read(self.root / "autograded" / student / assignment / f"{name}.ipynb", as_version=4)
+        return "\n".join(
+            "\n".join(output.get("traceback", [])) + output.get("text", "") + output.get("evalue", "")
+            for cell in notebook.cells for output in cell.get("outputs", [])
+        )
+
+
+def build_course(root: Path, *assignments: str) -> Course:
+    """A course in ``root`` with the given assignments of source/ copied in and released."""
+    root.mkdir(parents=True)
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    for assignment in assignments:
+        shutil.copytree(ROOT / "source" / assignment, root / "source" / assignment,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    course = Course(root)
+    for assignment in assignments:
+        course.release(assignment)
+    return course
+
+
+@pytest.fixture
+def make_course(tmp_path):
+    """``make_course(*assignments)``: a released temporary course (see :func:`build_course`)."""
+    return lambda *assignments: build_course(tmp_path / "course", *assignments)
+
+
+def replace_cell(notebook, grade_id: str, source: str):
+    """A copy of ``notebook`` whose cell ``grade_id`` holds ``source`` (a student's answer)."""
+    notebook = copy.deepcopy(notebook)
+    cell = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    cell.source = source
+    return notebook
