@@ -17,8 +17,10 @@ c.CourseDirectory.submitted_directory = "submitted"
 c.CourseDirectory.autograded_directory = "autograded"
 c.CourseDirectory.feedback_directory = "feedback"
 c.CourseDirectory.db_url = f"sqlite:///{COURSE_ROOT / 'gradebook.db'}"
-# Only notebooks are released; saved models and data are never part of an assignment.
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.keras", "*.h5"]
+# Files never copied, neither into a release nor from a submission into autograded/. Saved models
+# (*.keras) are copied from submissions, where hidden tests evaluate them; `make release` leaves
+# out the ones a solution run wrote into source/ (cnn_course.course.RELEASE_IGNORE).
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
 
 # What a student finds where the solution was: the marker of the seed exercises, then a line that
 # fails clearly, so that a blank answer scores 0 with an error that says what to do.

@@ -38,6 +38,11 @@ def run_nbgrader(root: Path, *arguments: str) -> None:
     subprocess.run(command, cwd=root, env=environment, check=True)
 
 
+#: Left out of a release on top of nbgrader_config.py's ignore list: models and checkpoints that
+#: running a solution notebook wrote into source/.
+RELEASE_IGNORE = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.keras", "*.h5", "*.weights.h5"]
+
+
 def assignments(root: Path, folder: str = "source") -> list[str]:
     """Names of the assignments under ``root/folder``: sub-folders that hold at least one notebook, sorted."""
     base = root / folder
@@ -111,7 +116,8 @@ def release(root: Path, names: list[str] | None = None) -> list[str]:
         )
     for name in names:
         print(f"nbgrader generate_assignment {name}")
-        run_nbgrader(root, "generate_assignment", name, "--force", "--log-level=WARN")
+        run_nbgrader(root, "generate_assignment", name, "--force", "--log-level=WARN",
+                     f"--CourseDirectory.ignore={RELEASE_IGNORE!r}")
     return names
 
 

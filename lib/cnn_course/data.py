@@ -38,6 +38,7 @@ __all__ = [
     "LoadedData",
     "load_dataset_with_source",
     "class_names",
+    "is_available",
     "load_dataset",
     "read_idx",
     "read_cifar_batch",
@@ -545,6 +546,20 @@ def load_dataset_with_source(
            "\nor put the official files in a folder and set CNN_COURSE_DATA to it "
            "(see the README section 'Where the data comes from').")
     )
+
+
+def is_available(name: str) -> bool:
+    """Whether :func:`load_dataset` finds ``name`` (it loads the data set once to find out; nothing is printed).
+
+    Raises:
+        KeyError: ``name`` is not one of :data:`DATASET_NAMES`.
+        ValueError: a place has the data set but a file is corrupt (as :func:`load_dataset`).
+    """
+    try:
+        load_dataset_with_source(name, verbose=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def class_names(name: str) -> tuple[str, ...]:
