@@ -43,7 +43,7 @@ release: setup
 	$(BIN)/python -m cnn_course.course release
 
 grade: setup
-	@echo "Autograding arrives with the instructor-workflow issue (#6)."; exit 2
+	$(BIN)/python -m cnn_course.course grade --jobs $(JOBS) $(if $(ZIP),--zip $(ZIP)) $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
 
 bench: setup
 	@echo "Benchmarks arrive with the benchmarks issue (#7)."; exit 2

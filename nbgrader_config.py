@@ -37,3 +37,24 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.Execute.timeout = 120
 c.Execute.allow_errors = True
 c.Execute.interrupt_on_timeout = True
+
+# Autograding runs student code, which is untrusted: cnn_course's SafeExecute replaces nbgrader's
+# Execute with limits on each kernel (see cnn_course.grading). `make grade` can override them.
+c.SafeExecute.memory_limit_mb = 6144  # address-space limit of a grading kernel
+c.SafeExecute.notebook_time_limit = 600  # wall-clock seconds per notebook
+c.SafeExecute.filesystem_sandbox = True  # read-only file system outside the submission, where bubblewrap works
+c.LimitOutput.max_lines = 1000
+try:
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
+                                        SaveAutoGrades)
+
+    from cnn_course.grading import SafeExecute
+
+    c.Autograde.autograde_preprocessors = [SafeExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                           SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+except ImportError:  # a student's machine without the course package: validate still works
+    pass
+
+# LMS downloads (`make grade ZIP=...`): files named <student id>_<notebook>.ipynb.
+c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[A-Za-z0-9.\-]+)_(?P<file_id>[^/]+\.ipynb)$"

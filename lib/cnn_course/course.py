@@ -2,6 +2,7 @@
 
     python -m cnn_course.course release [ASSIGNMENT ...]   # nbgrader generate_assignment into release/
     python -m cnn_course.course summary                    # what is released, with points per notebook
+    python -m cnn_course.course grade [--jobs N] [--zip FILE --assignment A]   # autograde, feedback, grades.csv
 
 Run from the repository root, where ``nbgrader_config.py`` lives (the Makefile does).
 """
@@ -184,6 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     release_parser = commands.add_parser("release", help="nbgrader generate_assignment for assignments in source/")
     release_parser.add_argument("names", nargs="*", help="assignments (default: all)")
     commands.add_parser("summary", help="what is released, with points per notebook")
+    grade_parser = commands.add_parser("grade", help="autograde new or changed submissions, write feedback and grades.csv")
+    grade_parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    grade_parser.add_argument("--zip", type=Path, action="append", default=[], help="an LMS download to collect first")
+    grade_parser.add_argument("--assignment", action="append", default=[],
+                              help="assignments to grade (default: all); with --zip, the archive's assignment")
+    grade_parser.add_argument("--submission-seconds", type=int, default=1800, help="wall-clock limit per submission")
+    grade_parser.add_argument("--cell-seconds", type=int, default=120, help="time limit per cell")
+    grade_parser.add_argument("--notebook-seconds", type=int, default=600, help="wall-clock limit per notebook")
+    grade_parser.add_argument("--memory-mb", type=int, default=6144, help="memory limit per kernel, MiB")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if not (root / "nbgrader_config.py").is_file():
@@ -192,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "release":
             release(root, args.names or None)
+        elif args.command == "grade":
+            from .grading import GradingLimits, grade
+
+            limits = GradingLimits(submission_seconds=args.submission_seconds, cell_seconds=args.cell_seconds,
+                                   notebook_seconds=args.notebook_seconds, memory_mb=args.memory_mb)
+            grade(root, assignments=args.assignment or None, jobs=args.jobs, zip_files=args.zip,
+                  zip_assignment=args.assignment[0] if args.zip and args.assignment else None, limits=limits)
         else:
             _print_summary(root)
     except FileNotFoundError as error:
@@ -199,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except subprocess.CalledProcessError as error:
         print(f"error: nbgrader failed ({error})", file=sys.stderr)
+        return 2
+    except Exception as error:
+        from .grading import CourseError
+
+        if not isinstance(error, CourseError):
+            raise
+        print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 

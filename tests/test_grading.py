@@ -1,0 +1,242 @@
+"""The grade command end to end on a small real assignment: hostile and broken submissions, LMS zips,
+incremental and parallel grading. Real nbgrader, real kernels, a real SQLite gradebook."""
+
+import copy
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from cnn_course.grading import GradingLimits, grade
+from cnn_course.sandbox import bubblewrap_works
+
+pytestmark = pytest.mark.notebooks
+
+# A cell may take 30 s: importing TensorFlow (through cnn_course.checks) takes several on a busy CI machine.
+LIMITS = GradingLimits(submission_seconds=240, cell_seconds=30, notebook_seconds=120, memory_mb=4096)
+
+
+def _meta(grade_id, **flags):
+    return {"nbgrader": {"grade_id": grade_id, "schema_version": 3, "grade": False, "solution": False,
+                         "locked": False, "task": False, **flags}}
+
+
+def toy_source() -> dict:
+    """Two notebooks of a small assignment: 2 autograded points in `toy`, 1 in `second`."""
+    toy = new_notebook(cells=[
+        new_markdown_cell("# Toy assignment\n**Points: 2**", metadata=_meta("header", locked=True)),
+        new_code_cell("from cnn_course import checks", metadata=_meta("setup", locked=True)),
+        new_code_cell("### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION", metadata=_meta("answer", solution=True)),
+        new_code_cell('checks.assert_number(answer, 42, name="answer")',
+                      metadata=_meta("test_answer", grade=True, locked=True, points=1)),
+        new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
+                      metadata=_meta("double", solution=True)),
+        new_code_cell('assert double(3) == 6, "double(3) should be 6"',
+                      metadata=_meta("test_double", grade=True, locked=True, points=1)),
+    ])
+    second = new_notebook(cells=[
+        new_code_cell('### BEGIN SOLUTION\nword = "cnn"\n### END SOLUTION', metadata=_meta("word", solution=True)),
+        new_code_cell('assert word == "cnn"', metadata=_meta("test_word", grade=True, locked=True, points=1)),
+    ])
+    for notebook in (toy, second):
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return {"toy": toy, "second": second}
+
+
+def with_answer(notebook, answer: str):
+    notebook = copy.deepcopy(notebook)
+    next(c for c in notebook.cells if c.metadata["nbgrader"]["grade_id"] == "answer").source = answer
+    return notebook
+
+
+def make_toy_course(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "nbgrader_config.py").write_text((Path(__file__).resolve().parents[1] / "nbgrader_config.py").read_text())
+    for name, notebook in toy_source().items():
+        (root / "source" / "toy").mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, root / "source" / "toy" / f"{name}.ipynb")
+    return root
+
+
+def submit(root: Path, student: str, notebooks: dict) -> None:
+    folder = root / "submitted" / student / "toy"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in notebooks.items():
+        path = folder / f"{name}.ipynb"
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            nbformat.write(content, path)
+
+
+def snapshot(root: Path) -> dict:
+    """Hashes of every file an autograde must not touch: all but autograded/, feedback/, the gradebook and grades."""
+    skip = {"autograded", "feedback", "gradebook.db", "grades.csv"}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] not in skip}
+
+
+def scores(root: Path) -> dict:
+    """``{student: {(notebook, grade cell): auto score}}`` from the gradebook."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+        return {submission.student.id: {(notebook.name, g.name): g.auto_score
+                                        for notebook in submission.notebooks for g in notebook.grades}
+                for submission in gradebook.find_assignment("toy").submissions}
+
+
+def feedback(root: Path, student: str) -> str:
+    folder = root / "feedback" / student / "toy"
+    return "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob("*")) if p.is_file())
+
+
+HOSTILE = {
+    "solution": lambda s: s,
+    "blank": None,  # the release
+    "infinite_loop": lambda s: {**s, "toy": with_answer(s["toy"], "while True:\n    pass\nanswer = 42")},
+    "sys_exit": lambda s: {**s, "toy": with_answer(s["toy"], "import sys\nsys.exit(1)\nanswer = 42")},
+    "os_exit": lambda s: {**s, "toy": with_answer(s["toy"], "import os\nos._exit(1)\nanswer = 42")},
+    "kernel_crash": lambda s: {**s, "toy": with_answer(s["toy"], "import ctypes\nctypes.string_at(0)\nanswer = 42")},
+    "allocates_50gb": lambda s: {**s, "toy": with_answer(
+        s["toy"], "import numpy as np\nbig = np.ones(50 * 10**9 // 8)\nanswer = 42")},
+    "patches_checks": lambda s: {**s, "toy": with_answer(
+        s["toy"], "answer = 41\nchecks.assert_number = lambda *args, **kwargs: None")},
+    "redefines_helpers": lambda s: {**s, "toy": with_answer(
+        s["toy"], "answer = 41\nclass Lenient:\n    def assert_number(*args, **kwargs):\n        pass\n"
+                  "checks = Lenient()\nimport builtins\nbuiltins.AssertionError = type('Never', (Exception,), {})")},
+    "hardcodes_output": lambda s: {**s, "toy": with_answer(s["toy"], 'answer = 41\nprint("answer = 42")')},
+    "prints_megabytes": lambda s: {**s, "toy": with_answer(s["toy"], 'print("x" * 5_000_000)\nanswer = 42')},
+    "malformed_json": lambda s: {**s, "toy": '{"cells": [ this is not json'},
+    "missing_notebook": lambda s: {"second": s["second"]},
+    "extra_notebook": lambda s: {**s, "notes": new_notebook(cells=[new_code_cell("print('my notes')")])},
+    "writes_outside": lambda s: {**s, "toy": with_answer(
+        s["toy"], "answer = 42\nimport pathlib\npathlib.Path('../../../source/toy/toy.ipynb').write_text('gone')")},
+}
+
+
+def edited_and_deleted_tests(source):
+    toy = with_answer(source["toy"], "answer = 41")
+    edited = copy.deepcopy(toy)
+    next(c for c in edited.cells if c.metadata["nbgrader"]["grade_id"] == "test_answer").source = "pass"
+    deleted = copy.deepcopy(toy)
+    deleted.cells = [c for c in deleted.cells if c.metadata["nbgrader"]["grade_id"] != "test_answer"]
+    return {"edits_test_cell": {**source, "toy": edited}, "deletes_test_cell": {**source, "toy": deleted}}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    root = make_toy_course(tmp_path_factory.mktemp("hostile") / "course")
+    from cnn_course.course import release
+
+    release(root, ["toy"])
+    source = toy_source()
+    blank = {name: nbformat.read(root / "release" / "toy" / f"{name}.ipynb", as_version=4) for name in source}
+    for student, make in HOSTILE.items():
+        submit(root, student, blank if make is None else make(source))
+    for student, notebooks in edited_and_deleted_tests(source).items():
+        submit(root, student, notebooks)
+    before = snapshot(root)
+    results = grade(root, limits=LIMITS, log=lambda line: None)
+    return root, before, {r.student: r for r in results}
+
+
+EXPECTED_TOTALS = {
+    "solution": 3, "blank": 0, "infinite_loop": 2, "sys_exit": 2, "os_exit": 2, "kernel_crash": 2,
+    "allocates_50gb": 2, "patches_checks": 2, "redefines_helpers": 2, "hardcodes_output": 2,
+    "prints_megabytes": 3, "malformed_json": 1, "missing_notebook": 1, "extra_notebook": 3,
+    "writes_outside": 3, "edits_test_cell": 2, "deletes_test_cell": 2,
+}
+
+
+@pytest.mark.parametrize("student", sorted(EXPECTED_TOTALS))
+def test_each_submission_gets_zero_only_for_what_it_broke(hostile, student):
+    root, _, _ = hostile
+    if student == "writes_outside" and not bubblewrap_works():
+        pytest.skip("the read-only file system needs bubblewrap (apt-get install bubblewrap)")
+    graded = scores(root)[student]
+    assert None not in graded.values(), f"ungraded cells left in the gradebook: {graded}"
+    assert sum(graded.values()) == EXPECTED_TOTALS[student], graded
+
+
+def test_reasons_reach_the_feedback(hostile):
+    root, _, results = hostile
+    assert "The kernel died while running this cell" in feedback(root, "os_exit")
+    assert "The kernel died while running this cell" in feedback(root, "kernel_crash")
+    assert "MemoryError" in feedback(root, "allocates_50gb")
+    assert "CellTimeoutError" in feedback(root, "infinite_loop")
+    assert "toy.ipynb is not a valid notebook" in feedback(root, "malformed_json")
+    assert "answer = 41 is not correct" in feedback(root, "patches_checks")
+    assert "answer = 41 is not correct" in feedback(root, "redefines_helpers")
+    assert results["solution"].problems == []
+
+
+def test_huge_output_is_cut(hostile):
+    root, _, _ = hostile
+    autograded = root / "autograded" / "prints_megabytes" / "toy" / "toy.ipynb"
+    assert autograded.stat().st_size < 1_000_000
+    assert "more characters cut by the grader" in autograded.read_text()
+
+
+def test_nothing_outside_autograded_and_feedback_changes(hostile):
+    root, before, _ = hostile
+    if not bubblewrap_works():
+        pytest.skip("the read-only file system needs bubblewrap (apt-get install bubblewrap)")
+    assert snapshot(root) == before
+
+
+def test_grades_csv_has_one_row_per_student_and_assignment(hostile):
+    root, _, _ = hostile
+    import csv
+
+    rows = list(csv.DictReader((root / "grades.csv").open()))
+    assert sorted(row["student_id"] for row in rows) == sorted(EXPECTED_TOTALS)
+    by_student = {row["student_id"]: row for row in rows}
+    assert float(by_student["solution"]["score"]) == 3.0 and float(by_student["solution"]["max_score"]) == 3.0
+    assert float(by_student["blank"]["score"]) == 0.0
+
+
+def test_a_second_run_grades_only_changed_submissions(hostile):
+    root, _, _ = hostile
+    source = toy_source()
+    submit(root, "blank", source)  # the student hands in again, now correct
+    results = {r.student: r for r in grade(root, limits=LIMITS, log=lambda line: None)}
+    assert results["blank"].graded and not results["blank"].skipped_unchanged
+    assert all(r.skipped_unchanged for student, r in results.items() if student != "blank")
+    graded = scores(root)
+    assert sum(graded["blank"].values()) == 3
+    assert sum(graded["os_exit"].values()) == EXPECTED_TOTALS["os_exit"]
+
+
+def test_an_instructors_error_exits_2_and_grades_nothing(tmp_path):
+    root = make_toy_course(tmp_path / "course")
+    run = subprocess.run([sys.executable, "-m", "cnn_course.course", "--root", str(root), "grade",
+                          "--assignment", "no_such_assignment"], capture_output=True, text=True)
+    assert run.returncode == 2 and "no assignment no_such_assignment" in run.stderr
+    assert not (root / "autograded").exists()
+
+
+def test_parallel_grading_equals_sequential_and_zip_collect(tmp_path):
+    source = toy_source()
+    submissions = {"solution": source, "os_exit": HOSTILE["os_exit"](source),
+                   "missing_notebook": HOSTILE["missing_notebook"](source),
+                   "patches_checks": HOSTILE["patches_checks"](source)}
+    totals = {}
+    for jobs in (1, 2):
+        root = make_toy_course(tmp_path / f"jobs{jobs}")
+        archive = tmp_path / f"lms-{jobs}.zip"
+        with zipfile.ZipFile(archive, "w") as bundle:
+            for student, notebooks in submissions.items():
+                for name, notebook in notebooks.items():
+                    bundle.writestr(f"{student.replace('_', '-')}_{name}.ipynb", nbformat.writes(notebook))
+        grade(root, jobs=jobs, zip_files=[archive], zip_assignment="toy", limits=LIMITS, log=lambda line: None)
+        totals[jobs] = scores(root)
+    assert totals[1] == totals[2]
+    assert sum(totals[1]["solution"].values()) == 3 and sum(totals[1]["os-exit"].values()) == 2
+    assert sorted(totals[1]) == ["missing-notebook", "os-exit", "patches-checks", "solution"]
