@@ -9,24 +9,26 @@ BIN := $(VENV)/bin
 CONSTRAINTS ?= $(shell $(PYTHON) -c 'import sys; print("constraints.txt" if sys.version_info[:2] == (3, 11) else "")')
 INSTALLED := $(VENV)/.installed
 JOBS ?= 1
+DEBIAN_PACKAGES := dataset-fashion-mnist bubblewrap
 
 .PHONY: help setup test test-fast demo release grade bench fidelity clean
 
 help:
 	@echo "make setup     create .venv/ and install everything (idempotent; as root also Debian's dataset-fashion-mnist)"
-	@echo "make demo      release the assignments from source/ and show what students get"
+	@echo "make demo      grade the example submissions (examples/) and show the grades and feedback"
 	@echo "make test      run the whole test suite (notebooks in smoke mode)"
 	@echo "make release   regenerate release/ from source/ with nbgrader generate_assignment"
-	@echo "make grade     autograde submissions (the grading workflow)"
+	@echo "make grade     autograde submitted/<student>/<assignment>/ (JOBS=N; ZIP=lms.zip ASSIGNMENT=name)"
 	@echo "make bench     benchmarks"
 
 setup: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml constraints.txt
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
-	  echo "Installing Debian's dataset-fashion-mnist (the official Fashion-MNIST files)"; \
-	  (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) \
-	    || echo "warning: dataset-fashion-mnist not installed; Fashion-MNIST will come from the Keras cache or download"; \
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    ! (dpkg -s dataset-fashion-mnist && dpkg -s bubblewrap) >/dev/null 2>&1; then \
+	  echo "Installing Debian's dataset-fashion-mnist (the official Fashion-MNIST files) and bubblewrap (grading sandbox)"; \
+	  (apt-get install -y -q $(DEBIAN_PACKAGES) || (apt-get update -q && apt-get install -y -q $(DEBIAN_PACKAGES))) \
+	    || echo "warning: $(DEBIAN_PACKAGES) not installed; see README"; \
 	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -36,8 +38,8 @@ $(INSTALLED): pyproject.toml constraints.txt
 test: setup
 	$(BIN)/python -m pytest
 
-demo: release
-	@$(BIN)/python -m cnn_course.course summary
+demo: setup
+	$(BIN)/python -m cnn_course.course demo --jobs 2
 
 release: setup
 	$(BIN)/python -m cnn_course.course release

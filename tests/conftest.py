@@ -10,6 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from cnn_course.course import datasets_used
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Every kernel that the tests start (nbval, nbgrader) inherits this: notebooks train in smoke mode.
@@ -46,8 +48,7 @@ def pytest_collection_modifyitems(config, items):
         if path.suffix != ".ipynb":
             continue
         if path not in needs:
-            code = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
-            needs[path] = [name for name in ("cifar10", "fashion_mnist") if f'"{name}"' in code]
+            needs[path] = datasets_used(path)
         missing = [name for name in needs[path] if not dataset_available(name)]
         if missing:
             item.add_marker(pytest.mark.skip(

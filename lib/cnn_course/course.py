@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["assignments", "notebook_points", "release", "run_nbgrader", "release_differences", "NotebookPoints", "main"]
+__all__ = ["assignments", "datasets_used", "demo", "missing_datasets", "notebook_points", "release", "run_nbgrader", "release_differences", "NotebookPoints", "main"]
 
 
 def run_nbgrader(root: Path, *arguments: str) -> None:
@@ -122,6 +122,58 @@ def release(root: Path, names: list[str] | None = None) -> list[str]:
     return names
 
 
+def datasets_used(path: Path) -> list[str]:
+    """The data sets a notebook loads by name (``"cifar10"``, ``"fashion_mnist"``, ``"mnist"``), from its code cells."""
+    from .data import DATASET_NAMES
+
+    code = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code")
+    return [name for name in DATASET_NAMES if f'"{name}"' in code]
+
+
+def missing_datasets(root: Path, assignment: str) -> list[str]:
+    """The data sets the notebooks of ``source/<assignment>`` need that are not available here."""
+    from .data import is_available
+
+    needed = {name for path in (root / "source" / assignment).glob("*.ipynb") for name in datasets_used(path)}
+    return sorted(name for name in needed if not is_available(name))
+
+
+def demo(root: Path, *, jobs: int = 2) -> int:
+    """Grade the example submissions: for each assignment the instructor's solution, the blank release and
+    the hand-written submissions in ``examples/<assignment>/<student>/``, in the course copy ``build/demo/``.
+
+    Assignments whose data set is missing are reported and skipped. Returns the exit status.
+    """
+    from .grading import grade
+
+    course = root / "build" / "demo"
+    (course / "source").mkdir(parents=True, exist_ok=True)
+    shutil.copy(root / "nbgrader_config.py", course)
+    ready = []
+    for name in assignments(root):
+        missing = missing_datasets(root, name)
+        if missing:
+            print(f"{name}: skipped, {', '.join(missing)} not available here (see README, 'Where the data comes from')")
+            continue
+        ready.append(name)
+        shutil.rmtree(course / "source" / name, ignore_errors=True)
+        shutil.copytree(root / "source" / name, course / "source" / name,
+                        ignore=shutil.ignore_patterns(*RELEASE_IGNORE))
+        submissions = {"instructor_solution": root / "source" / name, "blank_release": root / "release" / name}
+        examples = root / "examples" / name
+        if examples.is_dir():
+            submissions.update({folder.name: folder for folder in sorted(examples.iterdir()) if folder.is_dir()})
+        for student, folder in submissions.items():
+            target = course / "submitted" / student / name
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(folder, target, ignore=shutil.ignore_patterns(*RELEASE_IGNORE))
+    if not ready:
+        print("No assignment can be graded here.")
+        return 0
+    grade(course, assignments=ready, jobs=jobs)
+    return 0
+
+
 def _comparable_cells(path: Path) -> list[tuple]:
     """What a student sees and what grading relies on: cell type, source, nbgrader metadata, outputs."""
     notebook = nbformat.read(path, as_version=4)
@@ -185,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     release_parser = commands.add_parser("release", help="nbgrader generate_assignment for assignments in source/")
     release_parser.add_argument("names", nargs="*", help="assignments (default: all)")
     commands.add_parser("summary", help="what is released, with points per notebook")
+    demo_parser = commands.add_parser("demo", help="grade the example submissions in build/demo/")
+    demo_parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     grade_parser = commands.add_parser("grade", help="autograde new or changed submissions, write feedback and grades.csv")
     grade_parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     grade_parser.add_argument("--zip", type=Path, action="append", default=[], help="an LMS download to collect first")
@@ -202,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "release":
             release(root, args.names or None)
+        elif args.command == "demo":
+            return demo(root, jobs=args.jobs)
         elif args.command == "grade":
             from .grading import GradingLimits, grade
 

@@ -540,10 +540,15 @@ def _finish(root: Path, results: list[SubmissionResult], *, feedback: bool, expo
 
 
 def _print_summary(root: Path, results: list[SubmissionResult], export: Path, log) -> None:
+    import warnings
+
     from nbgrader.api import Gradebook, MissingEntry
+    from sqlalchemy.exc import SAWarning
 
     rows = []
-    with Gradebook(_gradebook_url(root / "gradebook.db")) as gradebook:
+    # nbgrader's score properties touch lazily loaded rows, which SQLAlchemy warns about; the values are right.
+    with Gradebook(_gradebook_url(root / "gradebook.db")) as gradebook, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)
         for result in results:
             try:
                 submission = gradebook.find_submission(result.assignment, result.student)
