@@ -240,3 +240,26 @@ def test_parallel_grading_equals_sequential_and_zip_collect(tmp_path):
     assert totals[1] == totals[2]
     assert sum(totals[1]["solution"].values()) == 3 and sum(totals[1]["os-exit"].values()) == 2
     assert sorted(totals[1]) == ["missing-notebook", "os-exit", "patches-checks", "solution"]
+
+
+def test_demo_grades_solution_blank_and_examples_and_skips_assignments_without_data(tmp_path, monkeypatch, capsys):
+    from cnn_course import course
+
+    root = make_toy_course(tmp_path / "repo")
+    needs_cifar = new_notebook(cells=[new_code_cell('data.load_dataset("cifar10")')])
+    (root / "source" / "colour").mkdir()
+    nbformat.write(needs_cifar, root / "source" / "colour" / "colour.ipynb")
+    course.release(root, ["toy"])
+    source = toy_source()
+    (root / "examples" / "toy" / "partly_right").mkdir(parents=True)
+    partly = {**source, "toy": with_answer(source["toy"], "answer = 41")}
+    for name, notebook in partly.items():
+        nbformat.write(notebook, root / "examples" / "toy" / "partly_right" / f"{name}.ipynb")
+    monkeypatch.setattr("cnn_course.data.is_available", lambda name: name != "cifar10")
+
+    assert course.demo(root, jobs=2) == 0
+    output = capsys.readouterr().out
+    assert "colour: skipped, cifar10 not available here" in output
+    totals = {student: sum(cells.values()) for student, cells in scores(root / "build" / "demo").items()}
+    assert totals == {"instructor_solution": 3, "blank_release": 0, "partly_right": 2}
+    assert "feedback/partly_right/toy/toy.html" in output
