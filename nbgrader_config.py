@@ -21,6 +21,12 @@ c.CourseDirectory.db_url = f"sqlite:///{COURSE_ROOT / 'gradebook.db'}"
 # (*.keras) are copied from submissions, where hidden tests evaluate them; `make release` leaves
 # out the ones a solution run wrote into source/ (cnn_course.course.RELEASE_IGNORE).
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
+# autograde copies the other files of source/<assignment>/ over each submission; models that a
+# solution run saved there must never replace the student's own (hidden tests evaluate those).
+c.Autograde.exclude_overwriting = {
+    folder.name: sorted(str(path.relative_to(folder)) for pattern in ("*.keras", "*.h5") for path in folder.rglob(pattern))
+    for folder in (COURSE_ROOT / "source").glob("*") if folder.is_dir()
+}
 
 # What a student finds where the solution was: the marker of the seed exercises, then a line that
 # fails clearly, so that a blank answer scores 0 with an error that says what to do.
@@ -35,7 +41,6 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Grading kernels: one cell may run for at most this many seconds; a cell that takes longer
 # is interrupted and its grade cell scores 0 (the answer's error is shown in the feedback).
 c.Execute.timeout = 120
-c.Execute.allow_errors = True
 c.Execute.interrupt_on_timeout = True
 
 # Autograding runs student code, which is untrusted: cnn_course's SafeExecute replaces nbgrader's

@@ -469,3 +469,296 @@ def assert_number(answer, expected: float | None = None, *, name: str = "answer"
         raise AssertionError(f"Set {name} to a number, e.g. {name} = 1234; found {answer!r}.")
     if expected is not None and abs(float(answer) - float(expected)) > tolerance:
         raise AssertionError(f"{name} = {_value(answer)} is not correct. {explanation}".strip())
+
+
+# --------------------------------------------------------------------------------------------
+# Saved models: the files a student hands in with a notebook, graded by evaluation only
+# --------------------------------------------------------------------------------------------
+
+#: The image shapes a saved model may take for each data set, without the batch axis; the first
+#: is the one the course's notebooks ask for. Pixels are raw values 0..255 as float32.
+SAVED_MODEL_INPUT_SHAPES = {
+    "mnist": ((28, 28, 1), (28, 28), (784,)),
+    "fashion_mnist": ((28, 28, 1), (28, 28), (784,)),
+    "cifar10": ((32, 32, 3), (3072,)),
+}
+
+_DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+
+#: What a saved model must take, in words, for the messages.
+SAVED_MODEL_CONTRACT = ("images of shape {shape} holding the raw pixel values 0-255 as float32, "
+                        "and return 10 scores per image (probabilities or logits)")
+
+
+def _model_input_shape(model) -> tuple | None:
+    """The input shape of a single-input model without the batch axis; ``None`` when the model does not say."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs:
+        return None
+    if len(inputs) != 1:
+        raise AssertionError(f"The saved model has {len(inputs)} inputs; it must take one batch of images.")
+    return tuple(inputs[0].shape)[1:]
+
+
+def _fits(shape: tuple, wanted: tuple) -> bool:
+    return len(shape) == len(wanted) and all(size is None or size == want for size, want in zip(shape, wanted))
+
+
+def load_saved_model(path, dataset: str = "mnist", *, classes: int = 10) -> tuple[keras.Model, tuple]:
+    """Load a saved model that a student hands in, and check that it can classify ``dataset``'s images.
+
+    The file is loaded with ``keras.models.load_model(path, compile=False)`` in Keras' safe
+    mode (no ``Lambda`` code is run). Any ``keras.Model`` is accepted, Sequential, functional or
+    subclassed, whatever its architecture, as long as it takes one batch of images of one of
+    :data:`SAVED_MODEL_INPUT_SHAPES` for ``dataset`` (raw pixel values 0..255, float32) and
+    returns ``(N, classes)`` scores, probabilities or logits alike.
+
+    Args:
+        path: the model file, e.g. ``"best_mnist.keras"`` (``.keras`` or ``.h5``).
+        dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``; it sets the accepted input shapes.
+        classes: the number of scores the model must return per image.
+
+    Returns:
+        ``(model, input_shape)``: the loaded model and the shape (without the batch axis) its
+        images must be given in, one of :data:`SAVED_MODEL_INPUT_SHAPES[dataset]`.
+
+    Raises:
+        AssertionError: the file is missing, cannot be loaded as a Keras model (corrupt,
+            truncated, not a model, a custom class Keras does not know), takes images of
+            another shape, or returns another number of scores. The message names the file,
+            says what was wrong and what the model must take and return.
+        KeyError: ``dataset`` is not one of :data:`SAVED_MODEL_INPUT_SHAPES` (a course error).
+    """
+    import zipfile
+    from pathlib import Path
+
+    if dataset not in SAVED_MODEL_INPUT_SHAPES:
+        raise KeyError(f"unknown data set {dataset!r}; choose one of {', '.join(SAVED_MODEL_INPUT_SHAPES)}")
+    accepted = SAVED_MODEL_INPUT_SHAPES[dataset]
+    contract = SAVED_MODEL_CONTRACT.format(shape=_value(accepted[0]))
+    path = Path(path)
+    if not path.is_file():
+        raise AssertionError(
+            f"No saved model at {path.name} (looked for {path.resolve()}). Run the notebook in a full run, "
+            f"so that it trains and saves the model, and hand in {path.name} next to the notebook.")
+    size = path.stat().st_size
+    if size == 0:
+        raise AssertionError(f"{path.name} is empty (0 bytes), not a saved model. Save the trained model with "
+                             f"model.save({str(path.name)!r}) and hand in that file unchanged.")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise AssertionError(
+            f"{path.name} is not a saved Keras model: a .keras file is a zip archive, and this one ({size:,} bytes) "
+            f"is not (corrupt, truncated, or another kind of file). Save the trained model with "
+            f"model.save({str(path.name)!r}) and hand in that file unchanged.")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 - any failure to load scores 0 with its reason
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise AssertionError(
+            f"{path.name} could not be loaded as a Keras model ({type(error).__name__}: {reason}). "
+            f"Save the trained model with model.save({str(path.name)!r}) and hand in that file unchanged.") from None
+    if not isinstance(model, keras.Model):
+        raise AssertionError(f"{path.name} holds a {type(model).__name__}, not a keras.Model.")
+    shape = _model_input_shape(model)
+    if shape is not None:
+        fitting = [wanted for wanted in accepted if _fits(shape, wanted)]
+        if not fitting:
+            raise AssertionError(
+                f"{path.name} takes images of shape {_value(shape)}, but the {_DATASET_TITLES[dataset]} images have shape "
+                f"{_value(accepted[0])}. The saved model must take {contract}.")
+        candidates = fitting
+    else:  # a subclassed model that does not say: try each accepted shape
+        candidates = list(accepted)
+    problems = []
+    for wanted in candidates:
+        try:
+            scores = model.predict_on_batch(np.zeros((2, *wanted), dtype=np.float32))
+        except Exception as error:  # noqa: BLE001
+            problems.append(f"{_value(wanted)}: {type(error).__name__}: {' '.join(str(error).split())[:200]}")
+            continue
+        if isinstance(scores, (list, tuple, dict)):
+            raise AssertionError(f"{path.name} returns {len(scores)} outputs; it must return one array of "
+                                 f"{classes} scores per image.")
+        scores_shape = tuple(np.shape(scores))
+        if scores_shape != (2, classes):
+            raise AssertionError(f"{path.name} returns scores of shape {_value(scores_shape[1:])} per image; "
+                                 f"it must return {classes} scores per image (one per class).")
+        return model, wanted
+    raise AssertionError(f"{path.name} cannot classify images of shape {_value(accepted[0])} "
+                         f"({'; '.join(problems)}). The saved model must take {contract}.")
+
+
+def evaluate_saved_model(path, dataset: str = "mnist", *, n_test: int | None = None, batch_size: int = 500,
+                         verbose: bool = True) -> float:
+    """The test accuracy of a saved model on ``dataset``'s test split, without training anything.
+
+    The model is loaded and checked by :func:`load_saved_model`; the test split comes from
+    :func:`cnn_course.data.load_dataset` (the official 10,000 test images where the full data set
+    is available). Images are given as float32 raw pixel values 0..255, reshaped to the input
+    shape the model takes; the predicted class is the argmax of the scores.
+
+    Args:
+        path: the model file.
+        dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
+        n_test: a stratified subset of this many test images; ``None`` (the default) evaluates all.
+        batch_size: images per prediction batch.
+        verbose: print one line: the file, the accuracy, how many test images and where they came from.
+
+    Returns:
+        The accuracy, a float in [0, 1].
+
+    Raises:
+        AssertionError: as :func:`load_saved_model`, or the model fails on the test images.
+        FileNotFoundError: the data set is nowhere to be found (see :func:`cnn_course.data.load_dataset`).
+    """
+    from pathlib import Path
+
+    from .data import load_dataset_with_source
+    from .training import predict_scores
+
+    model, shape = load_saved_model(path, dataset)
+    loaded = load_dataset_with_source(dataset, n_test=n_test, verbose=False)
+    images = np.asarray(loaded.x_test, dtype=np.float32).reshape((-1, *shape))
+    labels = np.asarray(loaded.y_test).reshape(-1)
+    try:
+        scores = predict_scores(model, images, batch_size=batch_size)
+    except Exception as error:  # noqa: BLE001
+        raise AssertionError(f"{Path(path).name} failed on the test images: {type(error).__name__}: "
+                             f"{' '.join(str(error).split())[:300]}") from None
+    accuracy = float(np.mean(np.argmax(np.asarray(scores), axis=1) == labels))
+    if verbose:
+        print(f"{Path(path).name}: {accuracy:.2%} of {len(labels):,} {_DATASET_TITLES[dataset]} test images classified correctly "
+              f"(test split from {loaded.source})")
+    return accuracy
+
+
+def assert_saved_model_accuracy(path, dataset: str, minimum: float, *, smoke_minimum: float | None = None,
+                                n_test: int | None = None, batch_size: int = 500) -> None:
+    """Check that a saved model reaches at least ``minimum`` accuracy on ``dataset``'s test split.
+
+    For hidden tests that grade a model file handed in with a notebook: the file is loaded and
+    evaluated (see :func:`evaluate_saved_model`), nothing is trained, so grading takes seconds.
+
+    Args:
+        path: the model file, e.g. ``"best_mnist.keras"``.
+        dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
+        minimum: the accuracy needed, a fraction in [0, 1] (0.985 for 98.5 %); 0 checks the file only.
+        smoke_minimum: the accuracy needed instead in a smoke run (CI, ``CNN_COURSE_SMOKE=1`` or
+            ``CNN_COURSE_BUDGET=smoke``), which trains for seconds; ``None`` keeps ``minimum``. It never
+            applies under nbgrader (``NBGRADER_EXECUTION`` set): autograding and validation always
+            use ``minimum``, whatever a notebook did to its ``budget`` variable.
+        n_test: evaluate on a stratified subset of this many test images; ``None`` evaluates all.
+        batch_size: images per prediction batch.
+
+    Returns nothing, on purpose: nbgrader takes a number that a grade cell shows as its output for
+    partial credit, so a returned accuracy would become the cell's score. The accuracy is printed;
+    :func:`evaluate_saved_model` returns it.
+
+    Raises:
+        AssertionError: the file is missing, corrupt or of the wrong shape (see
+            :func:`load_saved_model`), or its accuracy is below ``minimum``; the message gives
+            the accuracy found and the one needed.
+        ValueError: ``minimum`` is outside [0, 1] (a course error, e.g. 98.5 instead of 0.985).
+    """
+    from pathlib import Path
+
+    import os
+
+    from .training import current_budget
+
+    for value in (minimum, 0.0 if smoke_minimum is None else smoke_minimum):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"minimum is a fraction in [0, 1], e.g. 0.985 for 98.5 %; got {value}")
+    if (smoke_minimum is not None and not os.environ.get("NBGRADER_EXECUTION")
+            and current_budget(announce=False).mode == "smoke"):
+        print(f"Smoke run: the minimum accuracy is {smoke_minimum:.1%} instead of {minimum:.1%}.")
+        minimum = smoke_minimum
+    accuracy = evaluate_saved_model(path, dataset, n_test=n_test, batch_size=batch_size)
+    if accuracy < minimum:
+        raise AssertionError(
+            f"{Path(path).name} classifies {accuracy:.2%} of the {_DATASET_TITLES[dataset]} test images correctly; "
+            f"at least {minimum:.1%} is needed. Train longer or try another design. The saved model gets the raw "
+            f"pixel values 0-255: if it expects values scaled to 0-1, put layers.Rescaling(1 / 255) at its start.")
+
+
+def _all_layers(model) -> list:
+    """Every layer of ``model``, with the layers of nested models (a Sequential inside a Sequential) in order."""
+    found = []
+    for layer in _layers(model):
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found += _all_layers(layer)
+    return found
+
+
+def assert_cnn_designs(designs, *, input_shape=(28, 28, 1), classes: int = 10, minimum: int = 2,
+                       label: str = "designs") -> None:
+    """Check a student's CNN designs: at least ``minimum`` different convolutional networks for the task.
+
+    Args:
+        designs: a dict ``{name: function}``; each function takes no arguments and returns a new,
+            uncompiled ``keras.Model``.
+        input_shape: the input shape each model must take, without the batch axis.
+        classes: the number of outputs each model must have.
+        minimum: how many designs with different architectures are needed.
+        label: the variable's name, for the messages.
+
+    Raises:
+        AssertionError: ``designs`` is not such a dict, has too few entries, a function fails or
+            returns no ``keras.Model``, a model has no ``Conv2D`` layer (nested models are looked
+            into), takes another input shape, has another number of outputs, or two designs have
+            the same architecture. The message names the design.
+    """
+    example = f'{label} = {{"small": small_cnn, "deeper": deeper_cnn}}'
+    if not isinstance(designs, dict):
+        raise AssertionError(f"Set {label} to a dict from a name to a function that builds a model, e.g. {example}; "
+                             f"found a {type(designs).__name__}.")
+    if len(designs) < minimum:
+        raise AssertionError(f"{_capitalize(label)} has {len(designs)} design(s); at least {minimum} are needed, "
+                             f"e.g. {example}.")
+    architectures = {}
+    for name, build in designs.items():
+        if isinstance(build, keras.Model) or not callable(build):
+            raise AssertionError(f"Design {name!r} must be a function that returns a new model (so that each data set "
+                                 f"gets fresh weights), e.g. def small_cnn(): return keras.Sequential([...]); "
+                                 f"found a {type(build).__name__}.")
+        try:
+            model = build()
+        except Exception as error:  # noqa: BLE001
+            raise AssertionError(f"Design {name!r} failed when called: {type(error).__name__}: {error}") from None
+        if not isinstance(model, keras.Model):
+            raise AssertionError(f"Design {name!r} returned a {type(model).__name__}, not a keras.Model.")
+        _require_model(model, f"design {name!r}", build_shape=(None, *input_shape))
+        found_input = _model_input_shape(model)
+        if found_input != tuple(input_shape):
+            raise AssertionError(f"Design {name!r} takes input of shape {_value(found_input)}; it must take "
+                                 f"{_value(tuple(input_shape))}: start it with keras.Input(shape={tuple(input_shape)}).")
+        if not any(isinstance(layer, keras.layers.Conv2D) for layer in _all_layers(model)):
+            raise AssertionError(f"Design {name!r} has no Conv2D layer, so it is not a convolutional network.")
+        output = tuple(model.outputs[0].shape)[1:] if len(model.outputs) == 1 else None
+        if output != (classes,):
+            raise AssertionError(f"Design {name!r} has output shape {_value(output) if output else 'of several outputs'}; "
+                                 f"it must end with {classes} outputs, one per class.")
+        signature = tuple((spec.kind, tuple(sorted(spec.settings.items())), spec.parameter_count)
+                          for spec in _nested_specs(model))
+        if signature in architectures:
+            raise AssertionError(f"Designs {architectures[signature]!r} and {name!r} have the same architecture; "
+                                 f"at least {minimum} different designs are needed.")
+        architectures[signature] = name
+
+
+def _nested_specs(model) -> list[LayerSpec]:
+    """:func:`describe_layers` of ``model`` with nested models expanded into their own layers."""
+    found_layers = _layers(model)
+    specs = []
+    for spec in describe_layers(model):
+        layer = found_layers[spec.number - 1]
+        specs += _nested_specs(layer) if isinstance(layer, keras.Model) else [spec]
+    return specs
+
+
+__all__ += ["SAVED_MODEL_INPUT_SHAPES", "load_saved_model", "evaluate_saved_model", "assert_saved_model_accuracy",
+            "assert_cnn_designs"]

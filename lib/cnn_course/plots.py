@@ -496,3 +496,53 @@ def plot_seconds_per_epoch(
     ax.legend(handles=lines, loc="best")
     ax.set_title("Seconds per epoch by batch size")
     return fig
+
+
+def plot_against_published(
+    histories: Any,
+    published: Mapping[str, Sequence[float]],
+    *,
+    metric: str = "val_accuracy",
+    ax=None,
+    title: str | None = None,
+    ylabel: str = "test accuracy (%)",
+) -> Figure:
+    """A metric per epoch of several runs (solid) next to published values for the same runs (dotted).
+
+    Args:
+        histories: a dict ``{run label: history}`` (a Keras ``History``, an object with ``.history``,
+            or a dict of lists), as for :func:`plot_learning_curves`.
+        published: ``{run label: [value per epoch]}`` in percent; a run without an entry is drawn alone.
+        metric: the history key to draw, e.g. ``"val_accuracy"`` (fractions 0..1, drawn in percent).
+        ax: axes to draw on; ``None`` makes a new figure.
+        title: the axes' title.
+        ylabel: the y-axis label.
+
+    Returns:
+        The figure. Each run has one colour: its own values solid with round markers, the published
+        values dotted with square markers. The x axis is the epoch, starting at 1.
+
+    Raises:
+        ValueError: no histories, or a history without ``metric`` (the message lists its keys).
+        TypeError: a history is neither a History, an object with ``.history``, nor a dict.
+    """
+    runs = _runs(histories)
+    fig, ax = _axes_and_figure(ax, (6, 3.8))
+    for i, (label, history) in enumerate(runs.items()):
+        if metric not in history:
+            raise ValueError(f"history {label!r} has no {metric!r}; its keys are {sorted(history)}")
+        values = 100 * np.asarray(history[metric])
+        ax.plot(np.arange(1, len(values) + 1), values, "-o", color=f"C{i}", label=f"{label}: this run")
+        if label in published:
+            theirs = np.asarray(published[label], dtype=float)
+            ax.plot(np.arange(1, len(theirs) + 1), theirs, ":s", color=f"C{i}", label=f"{label}: published")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+__all__ += ["plot_against_published"]

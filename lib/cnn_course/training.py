@@ -284,3 +284,137 @@ def summarize_runs(histories: dict):
             "seconds": sum(getattr(history, "epoch_seconds", [])) or math.nan,
         }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# --------------------------------------------------------------------------------------------
+# Saved models and comparisons with published results
+# --------------------------------------------------------------------------------------------
+
+import glob as _glob
+
+_SMOKE_MODEL_DIR: str | None = None
+
+
+def model_file(filename: str, budget: RunBudget | None = None) -> str:
+    """Where a notebook saves a trained model that is handed in, and where its tests load it from.
+
+    In full and grading mode that is ``filename`` itself, next to the notebook, where the
+    student's submission has it. In smoke mode (CI) it is ``filename`` in a temporary folder of
+    this process, ``$TMPDIR/cnn_course_smoke_models_<pid>``: a smoke run trains for seconds and
+    must neither overwrite the model of a full run nor leave files in the repository. The folder
+    is removed when the process exits normally, and folders of processes that are gone (a kernel
+    that was killed) are removed when the next one is made.
+
+    Args:
+        filename: a file name such as ``"best_mnist.keras"``.
+        budget: the run budget; ``None`` reads it from the environment (see :func:`current_budget`).
+
+    Returns:
+        The path as a string.
+
+    Raises:
+        ValueError: ``filename`` is empty.
+    """
+    global _SMOKE_MODEL_DIR
+    if not filename:
+        raise ValueError("filename must not be empty")
+    budget = budget or current_budget(announce=False)
+    if budget.mode != "smoke":
+        return filename
+    if _SMOKE_MODEL_DIR is None or not os.path.isdir(_SMOKE_MODEL_DIR):
+        import atexit
+        import shutil
+        import tempfile
+
+        prefix = os.path.join(tempfile.gettempdir(), "cnn_course_smoke_models_")
+        for stale in _glob.glob(prefix + "*"):
+            owner = stale[len(prefix):]
+            if owner.isdigit() and int(owner) != os.getpid() and not _process_alive(int(owner)):
+                shutil.rmtree(stale, ignore_errors=True)
+        _SMOKE_MODEL_DIR = prefix + str(os.getpid())
+        os.makedirs(_SMOKE_MODEL_DIR, mode=0o700, exist_ok=True)
+        atexit.register(shutil.rmtree, _SMOKE_MODEL_DIR, True)
+    return os.path.join(_SMOKE_MODEL_DIR, os.path.basename(filename))
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def epoch_accuracy_table(histories: dict, published: dict | None = None, *, metric: str = "val_accuracy",
+                         ours: str = "this run", theirs: str = "published"):
+    """Accuracy per epoch of several runs, each next to a published figure, in percent.
+
+    Args:
+        histories: ``{run label: History from fit() (or a dict of lists)}``.
+        published: ``{run label: [accuracy in percent per epoch]}``; labels without a published
+            series get only their own column. ``None`` shows the runs alone.
+        metric: the history key to show, e.g. ``"val_accuracy"`` (fractions 0..1; shown in percent).
+        ours: the column name of this run's values.
+        theirs: the column name of the published values.
+
+    Returns:
+        A ``pandas.DataFrame`` indexed by epoch (1, 2, ...), with two-level columns
+        ``(run label, ours)`` and ``(run label, theirs)``, in percent (float). Epochs that a run
+        did not reach (a short run in the grading or smoke budget) are NaN.
+
+    Raises:
+        KeyError: a history has no ``metric``; the message lists its keys.
+    """
+    import pandas as pd
+
+    published = published or {}
+    columns = {}
+    for label, history in histories.items():
+        logs = getattr(history, "history", history)
+        if metric not in logs:
+            raise KeyError(f"run {label!r} has no {metric!r}; its history has {sorted(logs)}")
+        columns[(label, ours)] = pd.Series([100.0 * float(v) for v in logs[metric]],
+                                           index=range(1, len(logs[metric]) + 1))
+        if label in published:
+            columns[(label, theirs)] = pd.Series([float(v) for v in published[label]],
+                                                 index=range(1, len(published[label]) + 1))
+    table = pd.DataFrame(columns)
+    table.index.name = "epoch"
+    return table
+
+
+__all__ += ["model_file", "epoch_accuracy_table"]
+
+
+def predict_scores(model, images: np.ndarray, *, batch_size: int = 500) -> np.ndarray:
+    """The model's outputs for in-memory images, batch by batch: ``model.predict`` without its input pipeline.
+
+    ``model.predict`` builds a ``tf.data`` pipeline for every call, which costs time for small
+    arrays and, with TensorFlow 2.21 and Keras 3.15, can print a C++ error line
+    (``NodeDef mentions attribute use_unbounded_threadpool``) into a notebook's output. This helper
+    calls ``model.predict_on_batch`` on consecutive slices instead; the results are the same.
+
+    Args:
+        model: a built ``keras.Model`` with one input and one output.
+        images: ``(N, ...)`` in the model's input shape; converted to float32 (uint8 pixels stay 0..255).
+        batch_size: images per call, at least 1.
+
+    Returns:
+        float32 ``(N, outputs)``: the model's outputs (probabilities for a softmax output).
+
+    Raises:
+        ValueError: ``batch_size`` < 1, or ``images`` is empty.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    images = np.asarray(images, dtype=np.float32)
+    if len(images) == 0:
+        raise ValueError("no images to predict")
+    return np.concatenate([np.asarray(model.predict_on_batch(images[start:start + batch_size]), dtype=np.float32)
+                           for start in range(0, len(images), batch_size)])
+
+
+__all__ += ["predict_scores"]
