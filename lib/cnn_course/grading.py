@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
+from sqlalchemy.exc import SAWarning
 from traitlets import Bool, Integer
 
 from . import sandbox
@@ -55,6 +57,10 @@ __all__ = [
 ]
 
 STATE_FILE = ".grading-state.json"
+
+# nbgrader's gradebook properties (scores, notebooks of a submission) touch lazily loaded rows, which
+# SQLAlchemy warns about while the values are right; only warnings raised inside nbgrader.api are hidden.
+warnings.filterwarnings("ignore", category=SAWarning, module="nbgrader.api")
 
 
 class CourseError(Exception):
@@ -540,15 +546,10 @@ def _finish(root: Path, results: list[SubmissionResult], *, feedback: bool, expo
 
 
 def _print_summary(root: Path, results: list[SubmissionResult], export: Path, log) -> None:
-    import warnings
-
     from nbgrader.api import Gradebook, MissingEntry
-    from sqlalchemy.exc import SAWarning
 
     rows = []
-    # nbgrader's score properties touch lazily loaded rows, which SQLAlchemy warns about; the values are right.
-    with Gradebook(_gradebook_url(root / "gradebook.db")) as gradebook, warnings.catch_warnings():
-        warnings.simplefilter("ignore", SAWarning)
+    with Gradebook(_gradebook_url(root / "gradebook.db")) as gradebook:
         for result in results:
             try:
                 submission = gradebook.find_submission(result.assignment, result.student)
