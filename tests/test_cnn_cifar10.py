@@ -155,13 +155,9 @@ def test_a_missing_pool_loses_exactly_the_points_that_check_it(graded):
     assert "After the activation 'relu' of layer 1 (Conv2D), expected a MaxPooling2D" in feedback
 
 
-def test_released_notebooks_hold_no_solution_and_no_hidden_test(graded):
-    for name in NOTEBOOKS:
-        text = nbformat.writes(graded.released_notebook(ASSIGNMENT, name))
-        for marker in ("BEGIN SOLUTION", "HIDDEN TESTS", "assert_same_architecture", 'correct="'):
-            assert marker not in text, (name, marker)
-        assert "# here is your code coming" in text
-    model3 = next(cell for cell in graded.released_notebook(ASSIGNMENT, "model_comparison").cells
+def test_model3_has_one_blank_per_dropout_layer():
+    released = nbformat.read(ROOT / "release" / ASSIGNMENT / "model_comparison.ipynb", as_version=4)
+    model3 = next(cell for cell in released.cells
                   if cell.metadata.get("nbgrader", {}).get("grade_id") == "model3_model")
     assert model3.source.count("# here is your code coming") == 4  # one blank per dropout layer
 

@@ -38,3 +38,14 @@ def test_release_differences_sees_a_changed_cell(tmp_path):
 
 def test_every_released_assignment_has_a_source():
     assert set(assignments(ROOT, "release")) <= set(assignments(ROOT, "source"))
+
+
+def test_released_notebooks_hold_no_solution_and_no_hidden_test():
+    """Every committed student version: the stub where solutions were, no solution, no hidden test."""
+    released = sorted((ROOT / "release").glob("*/*.ipynb"))
+    assert released, "nothing released"
+    for path in released:
+        text = nbformat.writes(nbformat.read(path, as_version=4))
+        for marker in ("BEGIN SOLUTION", "HIDDEN TESTS", "assert_same_architecture", 'correct="'):
+            assert marker not in text, (path.name, marker)
+        assert "# here is your code coming" in text, path.name
