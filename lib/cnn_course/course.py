@@ -19,23 +19,29 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["assignments", "datasets_used", "demo", "missing_datasets", "notebook_points", "release", "run_nbgrader", "release_differences", "NotebookPoints", "main"]
+__all__ = ["assignments", "datasets_used", "demo", "missing_datasets", "notebook_points", "release", "nbgrader_command", "run_nbgrader", "release_differences", "NotebookPoints", "main"]
 
 
-def run_nbgrader(root: Path, *arguments: str) -> None:
-    """Run ``nbgrader ARGUMENTS`` in ``root`` with this interpreter's scripts first on PATH.
+def nbgrader_command(*arguments: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that run ``nbgrader ARGUMENTS`` with this interpreter's scripts.
 
     nbgrader starts helper programs by name (``alembic`` for the gradebook), so the folder of
-    this Python's scripts (a virtual environment's ``bin/``) must be on PATH, even when the
+    this Python's scripts (a virtual environment's ``bin/``) goes first on PATH, even when the
     environment is not activated.
-
-    Raises:
-        subprocess.CalledProcessError: nbgrader exited with an error (its log is printed).
     """
     scripts = Path(sys.executable).parent
     executable = scripts / "nbgrader"
     command = [str(executable) if executable.exists() else (shutil.which("nbgrader") or "nbgrader"), *arguments]
-    environment = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return command, {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def run_nbgrader(root: Path, *arguments: str) -> None:
+    """Run ``nbgrader ARGUMENTS`` in ``root`` (see :func:`nbgrader_command`); its log goes to the terminal.
+
+    Raises:
+        subprocess.CalledProcessError: nbgrader exited with an error (its log is printed).
+    """
+    command, environment = nbgrader_command(*arguments)
     subprocess.run(command, cwd=root, env=environment, check=True)
 
 

@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -257,12 +256,10 @@ def submission_digest(folder: Path) -> str:
 
 def _nbgrader(root: Path, *arguments: str, timeout: float | None = None, db: Path | None = None) -> subprocess.CompletedProcess:
     """Run nbgrader in ``root`` (own process group, killed whole on timeout); output is captured."""
-    scripts = Path(sys.executable).parent
-    executable = scripts / "nbgrader"
-    command = [str(executable) if executable.exists() else "nbgrader", *arguments]
-    if db is not None:
-        command.append(f"--CourseDirectory.db_url=sqlite:///{db}")
-    environment = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    from .course import nbgrader_command
+
+    database = [f"--CourseDirectory.db_url=sqlite:///{db}"] if db is not None else []
+    command, environment = nbgrader_command(*arguments, *database)
     process = subprocess.Popen(command, cwd=root, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     try:
