@@ -20,6 +20,7 @@ help:
 	@echo "make release   regenerate release/ from source/ with nbgrader generate_assignment"
 	@echo "make grade     autograde submitted/<student>/<assignment>/ (JOBS=N; ZIP=lms.zip ASSIGNMENT=name)"
 	@echo "make bench     benchmarks"
+	@echo "make fidelity  run every solution notebook in full mode (long) and check it against the published figures: docs/fidelity.md"
 
 setup: $(INSTALLED)
 
@@ -49,6 +50,9 @@ grade: setup
 
 bench: setup
 	cd bench && ../$(BIN)/python grading.py
+
+fidelity: setup
+	$(BIN)/python bench/fidelity.py --run --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1062 @@
+"""Fidelity of the course: does a full run of every solution notebook show what the course states?
+
+For each of the eight solution notebooks in source/ a check function reads the outputs of an
+executed notebook and compares them with
+
+* the published figures (seed courses, see ``cnn_course.models.PUBLISHED_PARAMETER_COUNTS`` and
+  :data:`PUBLISHED_ACCURACY`): parameter counts must match exactly; accuracies must reach or beat
+  what the notebook's text says they reach or beat;
+* the claims of the notebook's own text about its results ("about 93 %", "model 3 is worst",
+  "the largest batch has the shortest epochs but ends least accurate", "the baseline ends 0.26
+  points below the published 98.13 %", ...). Where the text itself states a shortfall against a
+  published figure, the check is that this stated claim holds, not that the figure is reached.
+
+Tolerances. Parameter counts: exact. "About X %" with X a whole percent: within
+:data:`ABOUT_POINTS` (1 point): the text rounds to whole percent and one of these runs moves by
+up to about a point between machines (validation sets of 1,000-5,000 images). A published figure
+given only approximately ("~91 %") counts as reached from X - 0.5 (its rounding). Figures that
+the text quotes to a decimal or two ("98.58 %", "41 %" in a results table) must equal the
+printed value at the text's precision. Comparisons ("reaches the published accuracy after every
+epoch", "model 3 is worst") are strict comparisons of the printed numbers. Absolute timings that
+the text quotes ("549 s", "in well under a minute") are not checked: they depend on the machine
+and its load; the wall time of each notebook on this machine is reported instead. The one timing
+claim that is checked is relative: the largest batch has shorter epochs than batch sizes 1 and 8,
+and batch size 1 is more than five times slower per epoch than batch size 8. What only the plots
+show (confusion matrices, the most confident mistakes) is not checked.
+
+Every number comes from the notebook's printed output (stream text, and the HTML of the tables it
+displays), found by the source of the cell that printed it. A line, cell or table that is not
+found makes its row FAIL with "line not found: ..." (never a silent pass). One more row per
+notebook checks that the outputs come from a full run ("Run budget: full").
+
+Usage::
+
+    python bench/fidelity.py [--run] [--write] [--budget full|smoke] [--only NAME ...]
+
+Without ``--run`` the outputs stored in the source notebooks (the committed full run) are
+checked. With ``--run`` every notebook is executed first with nbclient (kernel python3, working
+directory the notebook's folder, up to an hour per cell), with ``CNN_COURSE_BUDGET`` set from
+``--budget`` (default ``full``; an already-set ``CNN_COURSE_BUDGET`` is ignored, so that
+``make fidelity`` always runs the full budget; ``--budget smoke`` only exercises the runner, and
+its accuracy rows are expected to FAIL). A full run takes about half an hour on 2 CPU cores and
+needs the data sets (``CNN_COURSE_DATA``, Fashion-MNIST). A notebook that raises is recorded as a
+FAIL row and the run goes on with the next. ``--write`` (full budget only) saves each executed
+notebook in place when it ran without error. ``--only`` limits the run to the named notebooks
+(``fc_mnist``, ``cnn1_mnist``, ..., ``predictions``).
+
+Prints one PASS/FAIL line per row and a final count; exits 1 if any row FAILs. Writes
+docs/fidelity.md (one table per notebook: claim | published | ours | result, and its wall time)
+and bench/fidelity.json (the same rows as plain JSON).
+"""
+
+import argparse
+import html.parser
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "source"
+DOCS = ROOT / "docs" / "fidelity.md"
+JSON = ROOT / "bench" / "fidelity.json"
+CELL_TIMEOUT = 3600  # seconds per cell; the slowest cell of a full run takes about 8 minutes on 2 cores
+
+ABOUT_POINTS = 1.0  # "about X %" (whole percent) holds within this many percentage points
+APPROX_PUBLISHED_POINTS = 0.5  # a published "~X %" counts as reached from X - 0.5 (its rounding)
+
+# Accuracies of the seed courses (../shared/reference/published-numbers.md), in percent.
+PUBLISHED_ACCURACY = {
+    "fc_mnist_4000": 91.0,  # 002: "~91 %" validation, fc network on 4,000 MNIST images
+    "progression_baseline": [94.65, 96.90, 97.73, 97.99, 98.13],  # 001, test accuracy after epochs 1-5
+    "progression_part_a": [97.02, 97.98, 98.34, 98.52, 98.57],
+    "progression_part_b": [97.66, 98.18, 98.38, 98.27, 98.07],
+    "progression_part_c": [97.57, 98.11, 98.66, 98.80, 98.62],
+    "progression_part_d": [83.52, 86.68, 87.68, 88.53, 89.30],  # Fashion-MNIST
+    "mnist_cnn_99": 99.2,  # 004: MNIST CNN, 10 epochs, batch 128
+    "cifar10_vgg": 86.87,  # 004: CIFAR-10 VGG-like, 100 epochs, batch 64
+}
+KERAS_MNIST_CONVNET_PARAMETERS = 34_826  # the Keras example mnist_convnet (outside reference)
+
+
+# --------------------------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One checked claim: what is claimed, the published (or stated) figure, ours, and the verdict."""
+
+    claim: str
+    published: str
+    ours: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class NotebookResult:
+    """The rows of one notebook, and how its outputs were obtained."""
+
+    name: str
+    path: str
+    rows: list[Row] = field(default_factory=list)
+    wall_seconds: float | None = None  # None: stored outputs, not run here
+    stated_wall_time: str | None = None  # the notebook's own "Wall time of this run" line, if it prints one
+
+
+class LineNotFound(LookupError):
+    """An output line, cell or table that a check needs is not in the notebook."""
+
+
+class _Rows:
+    """Collects rows; a check whose output is missing becomes a FAIL row, never a silent pass."""
+
+    def __init__(self):
+        self.rows: list[Row] = []
+
+    def add(self, claim: str, published: str, compute) -> None:
+        """Append the row ``compute()`` gives as ``(ours, ok, detail)``; a missing output makes it FAIL."""
+        try:
+            ours, ok, detail = compute()
+        except LineNotFound as error:
+            ours, ok, detail = "—", False, str(error)
+        self.rows.append(Row(claim, published, str(ours), bool(ok), detail))
+
+
+def _pct(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f} %"
+
+
+def _about(value: float, stated: float) -> tuple[str, bool, str]:
+    ok = abs(value - stated) <= ABOUT_POINTS
+    return _pct(value), ok, f"|{value:.2f} - {stated:g}| = {abs(value - stated):.2f} points (tolerance {ABOUT_POINTS:g})"
+
+
+def _quoted(value: float, stated: str) -> tuple[str, bool, str]:
+    """The text quotes ``stated`` (e.g. "98.58" or "41"); the printed value must round to it."""
+    digits = len(stated.split(".")[1]) if "." in stated else 0
+    ours = f"{value:.{digits}f}"
+    return f"{ours} %", ours == stated, f"printed {value:g}, the text says {stated} %"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the outputs of a notebook
+# --------------------------------------------------------------------------------------------
+
+def stream_text(notebook) -> str:
+    """All text that the code cells of ``notebook`` printed (stdout and stderr), in order."""
+    return "".join(_cell_stream(cell) for cell in notebook.cells if cell.cell_type == "code")
+
+
+def _cell_stream(cell) -> str:
+    return "".join(output.get("text", "") for output in cell.get("outputs", [])
+                   if output.get("output_type") == "stream")
+
+
+def cell_output(notebook, source: str) -> str:
+    """The printed text of the first code cell whose source contains ``source``.
+
+    Raises:
+        LineNotFound: no code cell contains ``source``.
+    """
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and source in cell.source:
+            return _cell_stream(cell)
+    raise LineNotFound(f"line not found: no code cell with {source!r}")
+
+
+def _cell(notebook, source: str):
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and source in cell.source:
+            return cell
+    raise LineNotFound(f"line not found: no code cell with {source!r}")
+
+
+def find(pattern: str, text: str, what: str) -> re.Match:
+    """The first match of ``pattern`` (multiline) in ``text``.
+
+    Raises:
+        LineNotFound: "line not found: ``what``".
+    """
+    match = re.search(pattern, text, re.MULTILINE)
+    if match is None:
+        raise LineNotFound(f"line not found: {what}")
+    return match
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", "").rstrip("%").strip())
+
+
+_PARAMETERS = r"([\d,]+) parameters: ([\d,]+) trainable, ([\d,]+) non-trainable"
+
+
+def parameter_counts(notebook, source: str, label: str = "") -> tuple[int, int, int]:
+    """(total, trainable, non-trainable) from the ``parameter_summary`` line of the cell with ``source``.
+
+    ``label`` is the prefix of the line where the cell prints several ("small CNN: ...").
+    """
+    text = cell_output(notebook, source)
+    prefix = re.escape(f"{label}: ") if label else ""
+    match = find(rf"^{prefix}{_PARAMETERS}$", text, f"'{label + ': ' if label else ''}N parameters: ...' "
+                 f"in the cell with {source!r}")
+    return tuple(int(group.replace(",", "")) for group in match.groups())
+
+
+_EPOCH_LINE = re.compile(r"^\d+/\d+ - .*?accuracy: ([\d.]+) - loss: ([\d.]+|nan) - "
+                         r"val_accuracy: ([\d.]+) - val_loss: ([\d.]+|nan)", re.MULTILINE)
+
+
+def epoch_logs(notebook, source: str) -> list[list[dict]]:
+    """Keras' per-epoch log lines printed by the cell with ``source``, split into runs (at "Epoch 1/").
+
+    Each epoch is ``{"accuracy", "loss", "val_accuracy", "val_loss"}``, accuracies in percent.
+
+    Raises:
+        LineNotFound: the cell printed no epoch lines.
+    """
+    runs: list[list[dict]] = []
+    for line in cell_output(notebook, source).splitlines():
+        if re.match(r"^Epoch 1/\d+$", line):
+            runs.append([])
+        match = _EPOCH_LINE.match(line)
+        if match and runs:
+            accuracy, loss, val_accuracy, val_loss = (float(value) for value in match.groups())
+            runs[-1].append({"accuracy": 100 * accuracy, "loss": loss,
+                             "val_accuracy": 100 * val_accuracy, "val_loss": val_loss})
+    runs = [run for run in runs if run]
+    if not runs:
+        raise LineNotFound(f"line not found: Keras epoch lines in the cell with {source!r}")
+    return runs
+
+
+class _TableParser(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables: list[dict] = []
+        self._cell: list[str] | None = None
+        self._row: list[str] | None = None
+        self._caption: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append({"caption": "", "rows": []})
+        elif tag == "caption":
+            self._caption = []
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self.tables:
+            self.tables[-1]["rows"].append(self._row)
+            self._row = None
+        elif tag == "caption" and self._caption is not None and self.tables:
+            self.tables[-1]["caption"] = "".join(self._caption).strip()
+            self._caption = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        elif self._caption is not None:
+            self._caption.append(data)
+
+
+def html_tables(notebook, source: str) -> list[dict]:
+    """The HTML tables (pandas Stylers) that the cell with ``source`` displayed: ``[{"caption", "rows"}]``.
+
+    ``rows`` are lists of cell texts, header rows included.
+
+    Raises:
+        LineNotFound: the cell displayed no table.
+    """
+    parser = _TableParser()
+    for output in _cell(notebook, source).get("outputs", []):
+        markup = output.get("data", {}).get("text/html", "")
+        if "<table" in markup:
+            parser.feed(markup)
+    if not parser.tables:
+        raise LineNotFound(f"line not found: a table displayed by the cell with {source!r}")
+    return parser.tables
+
+
+def run_table(notebook, source: str, caption: str | None = None) -> dict[str, dict[str, str]]:
+    """A one-header-row table (``summarize_runs``) as ``{row label: {column: text}}``.
+
+    Raises:
+        LineNotFound: no such table (with ``caption``, when given).
+    """
+    tables = [table for table in html_tables(notebook, source) if caption is None or table["caption"] == caption]
+    if not tables:
+        raise LineNotFound(f"line not found: a table captioned {caption!r} in the cell with {source!r}")
+    header, *body = tables[0]["rows"]
+    columns = header[1:]
+    return {row[0]: dict(zip(columns, row[1:])) for row in body if len(row) == len(header)}
+
+
+def _value(table: dict, row: str, column: str) -> float:
+    try:
+        return _number(table[row][column])
+    except KeyError:
+        raise LineNotFound(f"line not found: row {row!r}, column {column!r} in the table "
+                           f"(rows {sorted(table)})") from None
+
+
+def _full_run(rows: _Rows, notebook) -> None:
+    def compute():
+        match = find(r"^Run budget: (\w+)", stream_text(notebook), "Run budget: ...")
+        return match.group(1), match.group(1) == "full", match.group(0)
+    rows.add("outputs come from a full run", "Run budget: full", compute)
+
+
+def _published_counts(name: str) -> tuple[int, int | None, int | None]:
+    from cnn_course.models import PUBLISHED_PARAMETER_COUNTS
+
+    return PUBLISHED_PARAMETER_COUNTS[name]
+
+
+def _parameters(rows: _Rows, notebook, label: str, source: str, published: tuple, *,
+                line_label: str = "", origin: str = "") -> None:
+    """A row comparing printed (total, trainable, non-trainable) with ``published`` (None: not published)."""
+    shown = " / ".join("—" if value is None else f"{value:,}" for value in published)
+
+    def compute():
+        ours = parameter_counts(notebook, source, line_label)
+        ok = all(want is None or want == got for want, got in zip(published, ours))
+        return " / ".join(f"{value:,}" for value in ours), ok, "total / trainable / non-trainable, exact"
+    rows.add(f"{label}: parameters (total / trainable / non-trainable)", shown + (f" ({origin})" if origin else ""),
+             compute)
+
+
+# --------------------------------------------------------------------------------------------
+# cnn_mnist
+# --------------------------------------------------------------------------------------------
+
+def check_fc_mnist(notebook) -> list[Row]:
+    """fc_mnist.ipynb: parameter counts, ~91 % published, "about 93 %" stated, and overfitting."""
+    rows = _Rows()
+    _full_run(rows, notebook)
+    _parameters(rows, notebook, "dense network", "parameter_summary(dense)", _published_counts("dense_mnist"),
+                origin="002")
+    final = r"^Validation accuracy after (\d+) epochs: ([\d.]+)%"
+
+    def validation():
+        return _number(find(final, cell_output(notebook, "Validation accuracy after"),
+                            "'Validation accuracy after N epochs: X%'").group(2))
+
+    def reaches():
+        ours = validation()
+        threshold = PUBLISHED_ACCURACY["fc_mnist_4000"] - APPROX_PUBLISHED_POINTS
+        return _pct(ours), ours >= threshold, f"needs >= {threshold:g} % (~91 %, rounded)"
+    rows.add("validation accuracy reaches the published one", "~91 % (002, 4,000 images)", reaches)
+    rows.add("text: about 93 % validation accuracy after 20 epochs", "about 93 %",
+             lambda: _about(validation(), 93))
+
+    def epochs_run():
+        epochs = int(find(final, cell_output(notebook, "Validation accuracy after"),
+                          "'Validation accuracy after N epochs: X%'").group(1))
+        return epochs, epochs == 20, "epochs of the full run"
+    rows.add("text: 20 epochs", "20", epochs_run)
+
+    def overfits():
+        last = epoch_logs(notebook, "history = fit(dense")[0][-1]
+        ok = last["accuracy"] >= 99 - ABOUT_POINTS and last["accuracy"] > last["val_accuracy"]
+        return (f"train {_pct(last['accuracy'])}", ok,
+                f"last epoch: train {last['accuracy']:.2f} %, validation {last['val_accuracy']:.2f} %")
+    rows.add("text: training accuracy nearly 99 %, above validation (overfits)", "nearly 99 %", overfits)
+    return rows.rows
+
+
+def check_cnn1_mnist(notebook) -> list[Row]:
+    """cnn1_mnist.ipynb: 251,210 parameters; standardized ~94 % (above the dense 93 %), raw ~65 % and jumpy."""
+    rows = _Rows()
+    _full_run(rows, notebook)
+    _parameters(rows, notebook, "cnn1", "parameter_summary(cnn1)", _published_counts("cnn1_mnist"), origin="002 b")
+    table = lambda: run_table(notebook, "summarize_runs(runs)")  # noqa: E731
+    standardized = lambda: _value(table(), "standardized", "validation accuracy")  # noqa: E731
+    raw = lambda: _value(table(), "raw pixels 0-255", "validation accuracy")  # noqa: E731
+    rows.add("text: standardized inputs, about 94 % validation accuracy", "about 94 %",
+             lambda: _about(standardized(), 94))
+
+    def above_dense():
+        ours = standardized()
+        return _pct(ours), ours > 93, "above fc_mnist's stated full-run result (about 93 %)"
+    rows.add("text: standardized cnn1 above the fully connected baseline", "> 93 % (fc_mnist)", above_dense)
+
+    def train_near_100():
+        ours = _value(table(), "standardized", "train accuracy")
+        return _pct(ours), ours >= 100 - ABOUT_POINTS, "final training accuracy, standardized"
+    rows.add("text: training accuracy near 100 %", "near 100 %", train_near_100)
+    rows.add("text: raw pixels stay near 65 %", "near 65 %", lambda: _about(raw(), 65))
+
+    def helps():
+        difference = _number(find(r"changes the final validation accuracy by ([+-][\d.]+%)",
+                                  cell_output(notebook, "difference ="),
+                                  "'Standardizing the inputs changes ... by +X%'").group(1))
+        ok = difference > 0 and standardized() > raw()
+        return f"{difference:+.1f} points", ok, f"standardized {standardized():.1f} % vs raw {raw():.1f} %"
+    rows.add("standardization helps", "standardized > raw", helps)
+
+    def jumps():
+        runs = epoch_logs(notebook, "train_cnn1(standardize=True")
+        if len(runs) != 2:
+            raise LineNotFound(f"line not found: epoch lines of 2 runs, found {len(runs)}")
+        raw_run = [epoch["val_accuracy"] for epoch in runs[1]]
+        drops = [before - after for before, after in zip(raw_run, raw_run[1:]) if after < before]
+        ok = len(drops) >= 2 and max(drops) >= 2
+        return (f"{len(drops)} drops, largest {max(drops, default=0):.1f} points", ok,
+                "validation accuracy per epoch: " + ", ".join(f"{value:.1f}" for value in raw_run))
+    rows.add("text: on raw pixels the validation curve jumps from epoch to epoch",
+             "falls at least twice, once by >= 2 points", jumps)
+
+    def overfits():
+        run = epoch_logs(notebook, "train_cnn1(standardize=True")[0]
+        gap = run[-1]["accuracy"] - run[-1]["val_accuracy"]
+        losses = [epoch["val_loss"] for epoch in run]
+        best = losses.index(min(losses))
+        ok = gap >= 3 and best < len(losses) - 1
+        return (f"gap {gap:.1f} points", ok, f"train {run[-1]['accuracy']:.1f} % vs validation "
+                f"{run[-1]['val_accuracy']:.1f} %; validation loss lowest after epoch {best + 1} of {len(losses)}")
+    rows.add("answer to question 3: cnn1 overfits (gap, validation loss rises again)",
+             "gap of several points; validation loss stops falling", overfits)
+    return rows.rows
+
+
+def check_cnn2_mnist(notebook) -> list[Row]:
+    """cnn2_mnist.ipynb: 695,970 parameters; cnn2 ~98 % beats cnn1 ~94 % and dense ~93 % with the smallest gap."""
+    rows = _Rows()
+    _full_run(rows, notebook)
+    _parameters(rows, notebook, "cnn2", "parameter_summary(cnn2)", _published_counts("cnn2_mnist"), origin="002 c")
+    table = lambda: run_table(notebook, "summarize_runs(runs)")  # noqa: E731
+    names = {"cnn2": 98, "cnn1": 94, "fully connected": 93}
+    for name, stated in names.items():
+        rows.add(f"text: {name} about {stated} % validation accuracy", f"about {stated} %",
+                 lambda name=name, stated=stated: _about(_value(table(), name, "validation accuracy"), stated))
+
+    def beats():
+        values = {name: _value(table(), name, "validation accuracy") for name in names}
+        ok = all(values["cnn2"] > values[name] for name in ("cnn1", "fully connected"))
+        return _pct(values["cnn2"]), ok, ", ".join(f"{name} {value:.1f} %" for name, value in values.items())
+    rows.add("cnn2 beats cnn1 and the dense network", "cnn2 best", beats)
+
+    def smallest_gap():
+        gaps = {name: _value(table(), name, "train accuracy") - _value(table(), name, "validation accuracy")
+                for name in names}
+        ok = all(gaps["cnn2"] < gaps[name] for name in ("cnn1", "fully connected"))
+        return f"{gaps['cnn2']:.1f} points", ok, ", ".join(f"{name} {gap:.1f}" for name, gap in gaps.items())
+    rows.add("text: cnn2 has the smallest train-validation gap", "smallest of the three", smallest_gap)
+    return rows.rows
+
+
+# --------------------------------------------------------------------------------------------
+# cnn_cifar10
+# --------------------------------------------------------------------------------------------
+
+_MODEL_LINE = r"^(model [^:]+): final training accuracy ([\d.]+)%, final validation accuracy ([\d.]+)%$"
+_BATCH_LINE = (r"^batch ([\d,]+): ([\d.]+) s per epoch of [\d,]+ images; "
+               r"validation accuracy after (\d+) epochs? ([\d.]+)%$")
+
+
+def check_model_comparison(notebook) -> list[Row]:
+    """model_comparison.ipynb: parameter counts; model 3 worst (underfits), model 1 best, model 2 overfits most."""
+    rows = _Rows()
+    _full_run(rows, notebook)
+    published = _published_counts("cifar10_small")
+    _parameters(rows, notebook, "model 1", "parameter_summary(model1)", published, origin="003, valid padding")
+    _parameters(rows, notebook, "model 3 (dropout adds no weights)", "parameter_summary(model3)", published,
+                origin="as model 1")
+
+    def model2():
+        total1 = parameter_counts(notebook, "parameter_summary(model1)")[0]
+        total2, _, frozen2 = parameter_counts(notebook, "parameter_summary(model2)")
+        ok = total2 - total1 == 320 and frozen2 == 160
+        return f"+{total2 - total1:,}, {frozen2:,} non-trainable", ok, f"model 2 has {total2:,} parameters"
+    rows.add("text: batch normalization adds 320 parameters, 160 non-trainable", "+320, 160 non-trainable", model2)
+
+    def final():
+        lines = re.findall(_MODEL_LINE, cell_output(notebook, "final training accuracy"), re.MULTILINE)
+        values = {name: float(validation) for name, _, validation in lines}
+        if len(values) != 3 or not any(name.startswith("model 3") for name in values):
+            raise LineNotFound(f"line not found: expected three 'model N: final ...' lines, found {sorted(values)}")
+        return values
+
+    def lowest(prefix):
+        values = final()
+        name = next(name for name in values if name.startswith(prefix))
+        return name, values
+
+    def model3_worst():
+        name, values = lowest("model 3")
+        ok = all(values[name] < value for other, value in values.items() if other != name)
+        return _pct(values[name]), ok, ", ".join(f"{other} {value:.1f} %" for other, value in values.items())
+    rows.add("model 3 has the lowest final validation accuracy", "model 3 worst (003: underfitting)", model3_worst)
+
+    def model1_best():
+        name, values = lowest("model 1")
+        ok = all(values[name] > value for other, value in values.items() if other != name)
+        return _pct(values[name]), ok, ", ".join(f"{other} {value:.1f} %" for other, value in values.items())
+    rows.add("text: model 1 ends best on the validation images", "model 1 best", model1_best)
+
+    table = lambda: run_table(notebook, "summarize_runs(runs)")  # noqa: E731
+    stated = {  # the text's results table: Keras training accuracy, dropout off, validation accuracy
+        "model 1": ("61", "66", "55"), "model 2 (batch norm)": ("95", "97", "52"), "model 3 (dropout)": ("40", "53", "48"),
+    }
+    columns = ("train accuracy", "train accuracy, dropout off", "validation accuracy")
+    for name, values in stated.items():
+        def quoted(name=name, values=values):
+            ours = [f"{_value(table(), name, column):.0f}" for column in columns]
+            return " / ".join(ours) + " %", ours == list(values), "training (Keras) / training, dropout off / validation"
+        rows.add(f"text: results table, {name}", " / ".join(values) + " %", quoted)
+
+    def underfits():
+        fits = {name: _value(table(), name, "train accuracy, dropout off") for name in stated}
+        model3 = fits["model 3 (dropout)"]
+        keras_train = _value(table(), "model 3 (dropout)", "train accuracy")
+        validation = _value(table(), "model 3 (dropout)", "validation accuracy")
+        ok = all(model3 < value for name, value in fits.items() if not name.startswith("model 3")) \
+            and keras_train < validation
+        return (_pct(model3), ok, "training accuracy with dropout off: "
+                + ", ".join(f"{name} {value:.1f} %" for name, value in fits.items())
+                + f"; model 3 with dropout on {keras_train:.1f} % < validation {validation:.1f} %")
+    rows.add("text: model 3 fits its training images worst (underfits); Keras' training accuracy below validation",
+             "fewest of the three", underfits)
+
+    def overfits_most():
+        gaps = {name: _value(table(), name, "train accuracy, dropout off") - _value(table(), name, "validation accuracy")
+                for name in stated}
+        ok = all(gaps["model 2 (batch norm)"] > gap for name, gap in gaps.items() if not name.startswith("model 2"))
+        return f"{gaps['model 2 (batch norm)']:.1f} points", ok, ", ".join(f"{n} {g:.1f}" for n, g in gaps.items())
+    rows.add("text: model 2 overfits most (largest train-validation gap)", "largest gap", overfits_most)
+
+    def model1_curve():
+        run = epoch_logs(notebook, 'runs = {"model 1": train(model1)}')[0]
+        ahead = [epoch["accuracy"] > epoch["val_accuracy"] for epoch in run]
+        first = ahead.index(True) + 1 if True in ahead else None
+        still_falling = run[-1]["val_loss"] < run[-2]["val_loss"]
+        ok = first == 5 and all(ahead[4:]) and still_falling
+        return (f"ahead from epoch {first}", ok, f"training ahead of validation after epochs "
+                f"{[i + 1 for i, a in enumerate(ahead) if a]}; validation loss {run[-2]['val_loss']:.4f} -> "
+                f"{run[-1]['val_loss']:.4f} in the last epoch")
+    rows.add("text: model 1's training accuracy pulls ahead from the fifth epoch; validation loss still falling",
+             "from epoch 5", model1_curve)
+
+    def model2_curve():
+        run = epoch_logs(notebook, 'runs["model 2 (batch norm)"] = train(model2)')[0]
+        later = [epoch["val_accuracy"] for epoch in run[2:]]
+        losses = [epoch["val_loss"] for epoch in run]
+        ok = all(45 <= value <= 54 for value in later) and losses[-1] > min(losses)
+        return (f"{min(later):.1f}-{max(later):.1f} %", ok, f"validation accuracy from epoch 3: "
+                + ", ".join(f"{value:.1f}" for value in later) + f"; validation loss lowest {min(losses):.3f}, "
+                f"last {losses[-1]:.3f}")
+    rows.add("text: model 2's validation accuracy stays between 45 % and 54 % from epoch 3; its loss rises",
+             "45-54 %", model2_curve)
+    return rows.rows
+
+
+def check_batch_size(notebook) -> list[Row]:
+    """batch_size.ipynb: the largest batch has the shortest epochs but ends least accurate; memory estimate."""
+    rows = _Rows()
+    _full_run(rows, notebook)
+    _parameters(rows, notebook, "model 1", "parameter_summary(model1)", _published_counts("cifar10_small"),
+                origin="003, valid padding")
+
+    def runs():
+        lines = re.findall(_BATCH_LINE, cell_output(notebook, "validation accuracy after {epochs} epoch"), re.MULTILINE)
+        found = {int(size.replace(",", "")): (float(seconds), float(accuracy)) for size, seconds, _, accuracy in lines}
+        if not {1, 8, 20_000} <= set(found):  # the claims are about the batch larger than the data set
+            raise LineNotFound(f"line not found: expected 'batch N: ...' lines for 1, 8 and 20,000, "
+                               f"found {sorted(found)}")
+        return found
+
+    def seconds_text(found):
+        return ", ".join(f"batch {size:,} {found[size][0]:.1f} s" for size in sorted(found))
+
+    def faster():
+        found = runs()
+        largest = max(found)
+        ok = all(found[largest][0] < found[size][0] for size in (1, 8))
+        return f"{found[largest][0]:.1f} s", ok, seconds_text(found)
+    rows.add("the largest batch needs fewer seconds per epoch than batch sizes 1 and 8",
+             "large batch: faster epochs (003)", faster)
+
+    def behind():
+        found = runs()
+        largest = max(found)
+        ok = all(found[largest][1] < found[size][1] for size in found if size != largest)
+        return (_pct(found[largest][1]), ok,
+                ", ".join(f"batch {size:,} {found[size][1]:.1f} %" for size in sorted(found)))
+    rows.add("the largest batch ends with a lower validation accuracy than every smaller batch",
+             "large batch: more epochs needed (003)", behind)
+
+    def five_times():
+        found = runs()
+        ratio = found[1][0] / found[8][0]
+        return f"{ratio:.1f} ×", ratio > 5, seconds_text(found)
+    rows.add("text: batch size 1 is more than five times slower per epoch than batch size 8", "> 5 ×", five_times)
+
+    stated = {1: "41", 8: "50", 128: "41", 20_000: "17"}
+    for size, value in stated.items():
+        def quoted(size=size, value=value):
+            lines = re.findall(_BATCH_LINE, cell_output(notebook, "validation accuracy after {epochs} epoch"),
+                               re.MULTILINE)
+            found = {int(line[0].replace(",", "")): float(line[3]) for line in lines}
+            if size not in found:
+                raise LineNotFound(f"line not found: 'batch {size:,}: ...'")
+            return _quoted(found[size], value)
+        rows.add(f"text: validation accuracy after 5 epochs, batch {size:,}", f"{value} %", quoted)
+
+    def updates():
+        table = html_tables(notebook, "seconds_per_epoch(history)")[0]["rows"]
+        header = table[0]
+        if "updates per epoch" not in header:
+            raise LineNotFound("line not found: column 'updates per epoch' in the table of the runs")
+        column = header.index("updates per epoch")
+        found = {row[0]: row[column] for row in table if row and re.fullmatch(r"[\d,]+", row[0])}
+        want = {"1": "2,000", "8": "1,250", "128": "79", "20,000": "1"}
+        return ", ".join(f"{k}: {v}" for k, v in found.items()), found == want, "batch size: updates per epoch"
+    rows.add("text: updates per epoch", "1: 2,000, 8: 1,250, 128: 79, 20,000: 1", updates)
+
+    def memory():
+        text = cell_output(notebook, "big_batch = 20_000")
+        estimate = _number(find(r"\(3 × ([\d.]+) GB of activations\)", text, "'A batch of ... GB of activations'")
+                           .group(1))
+        before, after = (float(value) for value in find(r"Peak memory of this kernel: ([\d.]+) GB before this run, "
+                                                        r"([\d.]+) GB after it", text,
+                                                        "'Peak memory of this kernel: ...' (batch 20,000 not run?)")
+                         .groups())
+        growth = after - before
+        ok = estimate / 1.5 <= growth <= estimate * 1.5
+        return (f"+{growth:.1f} GB", ok, f"estimate {estimate:.2f} GB of activations; peak {before:.1f} -> "
+                f"{after:.1f} GB (within a factor 1.5 of the estimate)")
+    rows.add("text: the batch of all 10,000 images fits; peak memory grows by about the estimate",
+             "about 2.1 GB", memory)
+
+    def full_dataset():
+        text = cell_output(notebook, "for size in (1, 8, 128, 10_000, 20_000, 50_000)")
+        value = find(r"^batch 50,000:\s+([\d.]+) GB of activations", text, "'batch 50,000: ... GB of activations'")
+        return f"{value.group(1)} GB", value.group(1) == "10.4", "forward activations of one batch of 50,000"
+    rows.add("text: a batch of all 50,000 images holds 10.4 GB of activations",
+             "10.4 GB (003: batch = dataset size runs out of memory)", full_dataset)
+    return rows.rows
+
+
+# --------------------------------------------------------------------------------------------
+# cnn_design
+# --------------------------------------------------------------------------------------------
+
+def _progression(notebook) -> dict[str, list[float]]:
+    """``{run: [Keras test accuracy after each epoch]}`` from the table next to the published runs."""
+    rows = html_tables(notebook, "epoch_accuracy_table(runs")[0]["rows"]
+    runs = [cell for cell in rows[0][1:] if cell]
+    kinds = rows[1][1:]
+    series: dict[str, list[float]] = {run: [] for run in runs}
+    for row in rows:
+        if not re.fullmatch(r"\d+", row[0] if row else ""):
+            continue
+        values = row[1:]
+        for index, run in enumerate(runs):
+            column = 2 * index
+            if column < len(values) and kinds[column] == "Keras" and values[column]:
+                series[run].append(float(values[column]))
+    if not all(series.values()):
+        raise LineNotFound(f"line not found: Keras accuracies per epoch for every run, found {series}")
+    return series
+
+
+def check_architectures(notebook) -> list[Row]:
+    """architectures.ipynb: parameter counts of the progression; accuracies per epoch against 001, as the text states."""
+    rows = _Rows()
+    _full_run(rows, notebook)
+    for label, source, key in [("baseline", "parameter_summary(baseline)", "progression_baseline"),
+                               ("part A", "parameter_summary(part_a)", "progression_part_a"),
+                               ("part B", "parameter_summary(part_b)", "progression_part_b"),
+                               ("part C", "parameter_summary(part_c)", "progression_part_c")]:
+        _parameters(rows, notebook, label, source, _published_counts(key), origin="001")
+    total_a = _published_counts("progression_part_a")[0]
+    _parameters(rows, notebook, "part D (part A with ReLU and dropout)", "parameter_summary(part_d)",
+                (total_a, None, None), origin="as part A")
+
+    names = {"baseline": "progression_baseline", "A": "progression_part_a", "B": "progression_part_b",
+             "C": "progression_part_c", "D (Fashion-MNIST)": "progression_part_d"}
+
+    def series(run):
+        found = _progression(notebook)
+        if run not in found:
+            raise LineNotFound(f"line not found: run {run!r} in the accuracy table (runs {sorted(found)})")
+        return found[run]
+
+    def published(run):
+        return PUBLISHED_ACCURACY[names[run]]
+
+    def per_epoch(run):
+        return ", ".join(f"{ours:.2f}/{theirs:.2f}" for ours, theirs in zip(series(run), published(run)))
+
+    for run in ("A", "C", "D (Fashion-MNIST)"):
+        def every_epoch(run=run):
+            ours, theirs = series(run), published(run)
+            ok = len(ours) == len(theirs) and all(a >= b for a, b in zip(ours, theirs))
+            return f"{ours[-1]:.2f} %", ok, "ours/published per epoch: " + per_epoch(run)
+        rows.add(f"text: part {run} reaches the published accuracy or better after every epoch",
+                 " ".join(f"{value:.2f}" for value in published(run)), every_epoch)
+    for run, stated in [("A", "98.58"), ("C", "98.97"), ("D (Fashion-MNIST)", "90.66"), ("baseline", "97.87"),
+                        ("B", "98.21")]:
+        rows.add(f"text: {run} ends at {stated} %", f"{published(run)[-1]:.2f} % (published); text {stated} %",
+                 lambda run=run, stated=stated: _quoted(series(run)[-1], stated))
+
+    def baseline_short():
+        ours, theirs = series("baseline"), published("baseline")
+        shortfall = theirs[-1] - ours[-1]
+        ahead = [epoch + 1 for epoch, (a, b) in enumerate(zip(ours, theirs)) if a > b]
+        ok = f"{shortfall:.2f}" == "0.26" and ahead == [1, 3]
+        return (f"{ours[-1]:.2f} %, ahead after epochs {ahead}", ok,
+                f"{shortfall:.2f} points below the published final; ours/published: " + per_epoch("baseline"))
+    rows.add("text: the baseline ends 0.26 points below the published 98.13 % and is ahead only after epochs 1 and 3",
+             "98.13 % (001); text: 0.26 below, ahead after 1 and 3", baseline_short)
+
+    def part_b():
+        ours, theirs = series("B"), published("B")
+        gaps = [b - a for a, b in zip(ours[1:4], theirs[1:4])]
+        ok = all(0.045 <= gap <= 0.155 for gap in gaps) and ours[-1] > theirs[-1]
+        return (f"{ours[-1]:.2f} %", ok, "below by " + ", ".join(f"{gap:.2f}" for gap in gaps)
+                + " after epochs 2-4; ours/published: " + per_epoch("B"))
+    rows.add("text: part B is 0.05-0.15 points below the published run after epochs 2-4, and ends higher",
+             "98.07 % (001)", part_b)
+
+    def b_no_better():
+        a, b = series("A"), series("B")
+        ok = b[-1] <= a[-1] and max(b) <= max(a)
+        return f"B {b[-1]:.2f} %", ok, f"final A {a[-1]:.2f} %, B {b[-1]:.2f} %; best A {max(a):.2f} %, B {max(b):.2f} %"
+    rows.add("text: part B is no better than part A (final and best epoch)", "as in 001 (98.07 vs 98.57)", b_no_better)
+
+    def c_lifts():
+        found = {run: series(run)[-1] for run in ("baseline", "A", "B", "C")}
+        ok = all(found["C"] > value for run, value in found.items() if run != "C") \
+            and abs(found["C"] - 99) <= ABOUT_POINTS
+        return f"{found['C']:.2f} %", ok, ", ".join(f"{run} {value:.2f}" for run, value in found.items())
+    rows.add("text: ReLU with dropout (part C) lifts the accuracy to about 99 %, the best on MNIST",
+             "98.62 % (001); text: about 99 %", c_lifts)
+    return rows.rows
+
+
+def check_cnn_vs_dense(notebook) -> list[Row]:
+    """cnn_vs_dense.ipynb: both CNNs beat the dense network on MNIST; on Fashion-MNIST only the batch-norm CNN."""
+    rows = _Rows()
+    _full_run(rows, notebook)
+    _parameters(rows, notebook, "dense network", "parameter_summary(dense_network())",
+                _published_counts("dense_mnist"), origin="002")
+    _parameters(rows, notebook, "small CNN (Keras mnist_convnet)", "parameter_summary(build())",
+                (KERAS_MNIST_CONVNET_PARAMETERS, None, None), line_label="small CNN", origin="Keras example")
+    source = "summarize_runs(runs[dataset])"
+    table = {"MNIST": lambda: run_table(notebook, source, "MNIST"),
+             "Fashion-MNIST": lambda: run_table(notebook, source, "Fashion-MNIST")}
+    stated = {("MNIST", "small CNN"): "98.72", ("MNIST", "batch-norm CNN"): "98.90", ("MNIST", "dense network"): "97.76",
+              ("Fashion-MNIST", "small CNN"): "88.52", ("Fashion-MNIST", "batch-norm CNN"): "91.72",
+              ("Fashion-MNIST", "dense network"): "89.56"}
+    for (dataset, network), value in stated.items():
+        rows.add(f"text: {dataset}, {network}: {value} % validation accuracy", f"{value} %",
+                 lambda dataset=dataset, network=network, value=value:
+                 _quoted(_value(table[dataset](), network, "validation accuracy"), value))
+
+    def accuracy(dataset, network):
+        return _value(table[dataset](), network, "validation accuracy")
+
+    def mnist_cnns_win():
+        dense = accuracy("MNIST", "dense network")
+        cnns = {network: accuracy("MNIST", network) for network in ("small CNN", "batch-norm CNN")}
+        return (f"{min(cnns.values()):.2f} % > {dense:.2f} %", all(value > dense for value in cnns.values()),
+                ", ".join(f"{n} {v:.2f} %" for n, v in cnns.items()) + f", dense {dense:.2f} %")
+    rows.add("text: on MNIST both CNNs beat the dense network", "both CNNs > dense", mnist_cnns_win)
+
+    def fashion():
+        small, batchnorm, dense = (accuracy("Fashion-MNIST", n) for n in ("small CNN", "batch-norm CNN", "dense network"))
+        ok = batchnorm > dense > small
+        return (f"{batchnorm:.2f} / {dense:.2f} / {small:.2f} %", ok, "batch-norm CNN > dense > small CNN")
+    rows.add("text: on Fashion-MNIST the batch-norm CNN leads and the small CNN stays below the dense network",
+             "batch-norm > dense > small", fashion)
+
+    def no_overfitting():
+        pairs = [(dataset, network, _value(table[dataset](), network, "train accuracy"), accuracy(dataset, network))
+                 for dataset in table for network in ("small CNN", "batch-norm CNN", "dense network")]
+        ok = all(train < validation for _, _, train, validation in pairs)
+        return (f"{sum(train < validation for *_, train, validation in pairs)} of {len(pairs)}", ok,
+                "; ".join(f"{d} {n}: {t:.2f} < {v:.2f}" for d, n, t, v in pairs))
+    rows.add("text: in every run the training accuracy stays below the validation accuracy", "all 6 runs",
+             no_overfitting)
+
+    def small_cnn_train():
+        return _quoted(_value(table["Fashion-MNIST"](), "small CNN", "train accuracy"), "87")
+    rows.add("answer: the small CNN reaches 87 % training accuracy on Fashion-MNIST", "87 %", small_cnn_train)
+
+    for dataset, test_source, minimum, value in [("MNIST", 'best_mnist.keras"), "mnist"', 98.5, "99.09"),
+                                                 ("Fashion-MNIST", 'best_fashion.keras"), "fashion_mnist"', 90.0,
+                                                  "91.05")]:
+        def saved(test_source=test_source, minimum=minimum, value=value):
+            ours = _number(find(r"([\d.]+)% of 10,000 [\w-]+ test images classified correctly",
+                                cell_output(notebook, test_source), "'...: X% of 10,000 ... test images ...'").group(1))
+            return (_pct(ours, 2), ours >= minimum and f"{ours:.2f}" == value,
+                    f"needs {minimum:g} %; the text says {value} %")
+        rows.add(f"saved {dataset} model: test accuracy (text: {value} %)", f">= {minimum:g} %; text {value} %", saved)
+
+    def saved_batchnorm():
+        text = cell_output(notebook, "BEST_FILES = ")
+        found = re.findall(r"^(MNIST|Fashion-MNIST): saved the (.+?) \(", text, re.MULTILINE)
+        if len(found) != 2:
+            raise LineNotFound("line not found: 'MNIST: saved the ...' and 'Fashion-MNIST: saved the ...'")
+        return ", ".join(f"{d}: {n}" for d, n in found), all(n == "batch-norm CNN" for _, n in found), ""
+    rows.add("text: the saved models are both batch-norm CNNs", "batch-norm CNN ×2", saved_batchnorm)
+    return rows.rows
+
+
+def check_predictions(notebook) -> list[Row]:
+    """predictions.ipynb: 99.27 % ≥ published 99.2 % on MNIST; CIFAR-10 60.69 % after 10 epochs, as the text states."""
+    rows = _Rows()
+    _full_run(rows, notebook)
+    _parameters(rows, notebook, "MNIST CNN", "parameter_summary(mnist_cnn)", _published_counts("mnist_cnn_99"),
+                origin="004")
+    _parameters(rows, notebook, "CIFAR-10 VGG-like", "parameter_summary(cifar_vgg)", _published_counts("cifar10_vgg"),
+                origin="004")
+
+    def mnist_final():
+        text = cell_output(notebook, "mnist_history.images_per_second")
+        return _number(find(r"^(\d+) epochs in .*test accuracy after the last epoch: ([\d.]+)%", text,
+                            "'N epochs in ... test accuracy after the last epoch: X%'").group(2))
+
+    def mnist_published():
+        ours = mnist_final()
+        return _pct(ours, 2), ours >= PUBLISHED_ACCURACY["mnist_cnn_99"], "reaches or beats the published 99.2 %"
+    rows.add("MNIST CNN: test accuracy after 10 epochs", "99.2 % (004)", mnist_published)
+    rows.add("text: MNIST CNN ends at 99.27 %", "99.27 %", lambda: _quoted(mnist_final(), "99.27"))
+
+    def mnist_curve():
+        run = epoch_logs(notebook, "mnist_history = fit(")[0]
+        later = [epoch["val_accuracy"] for epoch in run[2:]]
+        train = max(epoch["accuracy"] for epoch in run)
+        ok = len(run) == 10 and all(99.0 <= value <= 99.3 for value in later) and f"{train:.1f}" == "99.6"
+        return (f"{min(later):.2f}-{max(later):.2f} %; train {train:.2f} %", ok,
+                f"{len(run)} epochs; test accuracy from epoch 3: " + ", ".join(f"{v:.2f}" for v in later))
+    rows.add("text: from epoch 3 the test accuracy stays between 99.0 % and 99.3 %; training reaches 99.6 %",
+             "99.0-99.3 %; 99.6 %", mnist_curve)
+
+    def saved():
+        text = cell_output(notebook, 'model_file("mnist_cnn.keras"), "mnist"')
+        ours = _number(find(r"([\d.]+)% of 10,000 MNIST test images classified correctly", text,
+                            "'mnist_cnn.keras: X% of 10,000 MNIST test images ...'").group(1))
+        return _pct(ours, 2), ours >= 99.0 and f"{ours:.2f}" == "99.27", "needs 99.0 %; the text says 99.27 %"
+    rows.add("saved mnist_cnn.keras: test accuracy", ">= 99.0 %; text 99.27 %", saved)
+
+    def misclassified():
+        count = int(find(r"^(\d+) of 10,000 test images are misclassified", cell_output(notebook, "misclassified"),
+                         "'N of 10,000 test images are misclassified'").group(1))
+        return count, count == 73 and abs(100 - count / 100 - mnist_final()) < 0.005, "agrees with the test accuracy"
+    rows.add("text: 73 of the 10,000 test images are misclassified", "73", misclassified)
+
+    def cifar():
+        text = cell_output(notebook, "cifar_history.epoch_seconds")
+        return _number(find(r"^(\d+) epochs on .*test accuracy after the last epoch: ([\d.]+)%", text,
+                            "'N epochs on ... test accuracy after the last epoch: X%'").group(2))
+
+    def cifar_short():
+        ours = cifar()
+        ok = f"{ours:.2f}" == "60.69" and ours < PUBLISHED_ACCURACY["cifar10_vgg"]
+        return _pct(ours, 2), ok, "10 epochs on 10,000 images, far below the 100-epoch published run (as stated)"
+    rows.add("text: CIFAR-10 after 10 epochs 60.69 %, far below the published (100 epochs)",
+             "86.87 % (004, 100 epochs); text 60.69 %", cifar_short)
+
+    def cifar_curve():
+        run = epoch_logs(notebook, "cifar_history = fit(")[0]
+        if len(run) < 10:
+            raise LineNotFound(f"line not found: 10 epoch lines of the CIFAR-10 run, found {len(run)}")
+        test = [f"{epoch['val_accuracy']:.2f}" for epoch in run]
+        train = [epoch["accuracy"] for epoch in run]
+        ok = (test[6:9] == ["60.04", "53.42", "62.82"] and [f"{run[0]['val_accuracy']:.1f}", f"{run[1]['val_accuracy']:.1f}"]
+              == ["10.3", "14.3"] and [f"{train[0]:.0f}", f"{train[1]:.0f}", f"{train[-1]:.0f}"] == ["29", "40", "70"]
+              and all(b > a for a, b in zip(train, train[1:])))
+        return (f"test {', '.join(test)}", ok, "train " + ", ".join(f"{value:.1f}" for value in train))
+    rows.add("text: CIFAR-10 test accuracy 10.3, 14.3 after epochs 1-2 and 60.04, 53.42, 62.82 after 7-9; "
+             "training climbs steadily 29, 40 ... 70 %", "as stated", cifar_curve)
+    return rows.rows
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------
+
+NOTEBOOKS = {  # name: (assignment folder under source/, check)
+    "fc_mnist": ("cnn_mnist", check_fc_mnist),
+    "cnn1_mnist": ("cnn_mnist", check_cnn1_mnist),
+    "cnn2_mnist": ("cnn_mnist", check_cnn2_mnist),
+    "model_comparison": ("cnn_cifar10", check_model_comparison),
+    "batch_size": ("cnn_cifar10", check_batch_size),
+    "architectures": ("cnn_design", check_architectures),
+    "cnn_vs_dense": ("cnn_design", check_cnn_vs_dense),
+    "predictions": ("cnn_design", check_predictions),
+}
+
+
+def notebook_path(name: str, source: Path = SOURCE) -> Path:
+    """Where the solution notebook ``name`` is: ``source/<assignment>/<name>.ipynb``."""
+    return Path(source) / NOTEBOOKS[name][0] / f"{name}.ipynb"
+
+
+def execute(path: Path, budget: str = "full"):
+    """Execute a copy of the notebook at ``path`` with ``CNN_COURSE_BUDGET=budget``.
+
+    Returns ``(notebook, seconds, error)``: the executed notebook (as far as it got), the wall seconds,
+    and the error (``None`` when every cell ran). The file is not changed.
+    """
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    previous = os.environ.get("CNN_COURSE_BUDGET")
+    os.environ["CNN_COURSE_BUDGET"] = budget  # the kernel inherits it; it overrides smoke and grading
+    started = time.perf_counter()
+    error = None
+    try:
+        NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    except Exception as exception:  # noqa: BLE001 - a failed notebook is a result, and the run goes on
+        error = exception
+    finally:
+        if previous is None:
+            os.environ.pop("CNN_COURSE_BUDGET", None)
+        else:
+            os.environ["CNN_COURSE_BUDGET"] = previous
+    return notebook, time.perf_counter() - started, error
+
+
+def _error_summary(error: BaseException) -> str:
+    name = getattr(error, "ename", "") or type(error).__name__
+    value = getattr(error, "evalue", "") or str(error)
+    lines = [line for line in str(value).splitlines() if line.strip()]
+    return f"{name}: {lines[-1] if lines else ''}"[:300]
+
+
+def check_notebook(name: str, notebook) -> list[Row]:
+    """The rows of the check of notebook ``name`` on an executed ``notebook``."""
+    return NOTEBOOKS[name][1](notebook)
+
+
+def check_notebooks(names=None, *, run: bool = False, write: bool = False, budget: str = "full",
+                    source: Path = SOURCE, log=None) -> list[NotebookResult]:
+    """Check the notebooks ``names`` (default all eight): their stored outputs, or a fresh run with ``run``.
+
+    With ``write`` (and ``run``), each notebook that ran without error is saved in place. ``log`` is
+    called with a line as each notebook starts (e.g. ``print``).
+
+    Raises:
+        KeyError: an unknown notebook name; the message lists the names.
+        FileNotFoundError: a notebook is missing.
+    """
+    names = list(names or NOTEBOOKS)
+    unknown = [name for name in names if name not in NOTEBOOKS]
+    if unknown:
+        raise KeyError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
+    results = []
+    for name in names:
+        path = notebook_path(name, source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such notebook")
+        result = NotebookResult(name, str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path))
+        if run:
+            if log:
+                log(f"running {result.path} ({budget} budget) ...")
+            notebook, result.wall_seconds, error = execute(path, budget)
+            result.rows.append(Row("the notebook runs without error", "no error", "error" if error else "no error",
+                                   error is None, _error_summary(error) if error else f"{result.wall_seconds:.0f} s"))
+            if write and error is None:
+                nbformat.write(notebook, path)
+        else:
+            notebook = nbformat.read(path, as_version=4)
+        stated = re.search(r"^Wall time of this run: .*$", stream_text(notebook), re.MULTILINE)
+        result.stated_wall_time = stated.group(0) if stated else None
+        result.rows += check_notebook(name, notebook)
+        results.append(result)
+    return results
+
+
+def _cell_md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def report_markdown(results: list[NotebookResult], *, command: str, machine: dict | None = None) -> str:
+    """docs/fidelity.md: a header (command, date, machine) and one table per notebook."""
+    passed = sum(row.ok for result in results for row in result.rows)
+    total = sum(len(result.rows) for result in results)
+    lines = ["# Fidelity: what a full run of the solution notebooks shows", "",
+             f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; do not edit by hand. "
+             "See the docstring of bench/fidelity.py for what is checked and with which tolerance.", ""]
+    if machine:
+        lines += [f"Machine: {machine.get('cpu')} ({machine.get('cores')} cores, {machine.get('memory_gib')} GiB), "
+                  f"Python {machine.get('python')}, TensorFlow {machine.get('tensorflow', '?')}, "
+                  f"Keras {machine.get('keras', '?')}, intra/inter-op threads "
+                  f"{machine.get('intra_op_threads', '?')}/{machine.get('inter_op_threads', '?')}.", ""]
+    lines += [f"**{passed} of {total} checks pass.**", ""]
+    for result in results:
+        if result.wall_seconds is None:
+            wall = "stored outputs (not run here)"
+            if result.stated_wall_time:
+                wall += f"; the notebook printed: {result.stated_wall_time}"
+        else:
+            wall = f"{result.wall_seconds:.0f} s on this machine"
+        lines += [f"## {result.name}", "", f"`{result.path}`. Wall time: {wall}.", "",
+                  "| claim | published | ours | result |", "|---|---|---|---|"]
+        for row in result.rows:
+            verdict = "PASS" if row.ok else f"**FAIL**: {row.detail}"
+            lines.append(f"| {_cell_md(row.claim)} | {_cell_md(row.published)} | {_cell_md(row.ours)} | "
+                         f"{_cell_md(verdict)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report_json(results: list[NotebookResult], *, command: str, machine: dict | None = None) -> str:
+    """bench/fidelity.json: the command, date, machine and every notebook's rows, as plain JSON."""
+    return json.dumps({"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine,
+                       "notebooks": [asdict(result) for result in results]}, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: check, print PASS/FAIL lines and a count, write docs/fidelity.md and bench/fidelity.json."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="store_true", help="execute the notebooks first (nbclient)")
+    parser.add_argument("--write", action="store_true", help="with --run: save each executed notebook in place")
+    parser.add_argument("--budget", choices=("full", "smoke"), default="full",
+                        help="CNN_COURSE_BUDGET for --run (default full; the environment's value is ignored)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(NOTEBOOKS),
+                        help="check only these notebooks")
+    args = parser.parse_args(argv)
+    if args.write and not args.run:
+        parser.error("--write needs --run")
+    if args.write and args.budget != "full":
+        parser.error("--write saves notebooks in source/: only with --budget full")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import machine
+
+    results = check_notebooks(args.only, run=args.run, write=args.write, budget=args.budget,
+                              log=lambda line: print(line, flush=True))
+    for result in results:
+        for row in result.rows:
+            print(f"{'PASS' if row.ok else 'FAIL'}  {result.name}: {row.claim}: published {row.published}; "
+                  f"ours {row.ours}" + (f"  ({row.detail})" if row.detail else ""))
+    rows = [row for result in results for row in result.rows]
+    failed = sum(not row.ok for row in rows)
+    print(f"{len(rows) - failed} passed, {failed} failed, of {len(rows)} checks in {len(results)} notebooks")
+    command = "python bench/fidelity.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    host = machine()
+    DOCS.write_text(report_markdown(results, command=command, machine=host))
+    JSON.write_text(report_json(results, command=command, machine=host))
+    print(f"wrote {DOCS.relative_to(ROOT)} and {JSON.relative_to(ROOT)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
