@@ -63,3 +63,27 @@ def test_cifar10_small_padding_variants_match_the_table_note():
 def test_unknown_architecture_lists_the_names():
     with pytest.raises(KeyError, match="cnn2_mnist"):
         build("resnet")
+
+
+def test_forward_flops_counts_conv_and_dense_multiply_adds_from_the_shapes():
+    import keras
+
+    from cnn_course.models import forward_flops, training_flops
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, padding="same"),
+                              keras.layers.MaxPooling2D(2), keras.layers.Flatten(), keras.layers.Dense(5)])
+    conv = 2 * 8 * 8 * 4 * (3 * 3 * 3)
+    dense = 2 * (4 * 4 * 4) * 5
+    assert forward_flops(model) == conv + dense
+    assert training_flops(model) == 3 * (conv + dense)
+    nested = keras.Sequential([keras.Input((8, 8, 3)), model])
+    assert forward_flops(nested) == conv + dense
+
+
+def test_the_keras_peer_and_the_fast_design_have_their_documented_sizes():
+    from cnn_course.models import fast_cnn, forward_flops, keras_mnist_convnet
+
+    assert keras_mnist_convnet().count_params() == 34_826  # the Keras example's printed total
+    fast = fast_cnn()
+    assert fast.count_params() == 94_634
+    assert round(forward_flops(fast) / 1e6, 1) == 14.9

@@ -113,3 +113,64 @@ def test_summarize_runs_reads_the_last_and_best_epoch():
     assert table.loc["a", "epochs"] == 2
     assert table.loc["a", "validation accuracy"] == 0.6 and table.loc["a", "best validation accuracy"] == 0.7
     assert table.loc["a", "seconds"] == 4.0
+
+
+def test_one_cycle_adam_rises_to_the_peak_then_falls_to_zero():
+    optimizer = training.one_cycle_adam(epochs=2, n_train=100, batch_size=25, max_learning_rate=0.01,
+                                        warmup_fraction=0.25, start_fraction=0.1)
+    schedule = optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.001)  # 8 updates in all, 2 of them rising
+    assert float(schedule(2)) == pytest.approx(0.01)
+    assert float(schedule(5)) == pytest.approx(0.005, rel=1e-3)  # halfway down the cosine
+    assert float(schedule(8)) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        training.one_cycle_adam(epochs=1, n_train=10, batch_size=5, warmup_fraction=1.0)
+
+
+def test_native_bfloat16_reads_the_cpu_flags():
+    assert training.native_bfloat16("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 fma\n")
+    assert training.native_bfloat16("flags\t\t: fpu amx_tile amx_bf16\n")
+    assert not training.native_bfloat16("flags\t\t: fpu sse2 avx2 fma\n")
+    assert not training.native_bfloat16("")
+
+
+def test_training_precision_follows_the_environment_and_rejects_unknown_names(monkeypatch):
+    assert training.training_precision("float32", environ={}) == "float32"
+    assert training.training_precision("bfloat16", environ={}) == "bfloat16"
+    assert training.training_precision("bfloat16", environ={"CNN_COURSE_PRECISION": "float32"}) == "float32"
+    monkeypatch.setattr(training, "native_bfloat16", lambda: False)
+    assert training.training_precision("auto", environ={}) == "float32"
+    monkeypatch.setattr(training, "native_bfloat16", lambda: True)
+    assert training.training_precision("auto", environ={}) == "bfloat16"
+    with pytest.raises(ValueError, match="float16.*use one of auto, float32, bfloat16"):
+        training.training_precision("float16", environ={})
+
+
+def test_fit_in_bfloat16_trains_float32_weights_and_leaves_the_model_float32():
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 6, 6, 1)).astype("float32")
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype("int64")
+    seed_everything(3)
+    inner = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()])
+    model = keras.Sequential([keras.Input((6, 6, 1)), inner, keras.layers.ReLU(), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    seen = []
+
+    class ComputeDtype(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append({layer.name: layer.compute_dtype for layer in [*inner.layers, *model.layers[1:]]})
+
+    history = fit(model, x, y, epochs=4, batch_size=32, verbose=0, precision="bfloat16", callbacks=[ComputeDtype()])
+    assert history.precision == "bfloat16"
+    during = seen[-1]
+    assert during.pop(model.layers[-1].name) == "float32"  # the output layer stays float32
+    assert set(during.values()) == {"bfloat16"}  # every other layer, nested ones included
+    assert history.history["accuracy"][-1] > 0.8  # it learned
+    layers_after = [*inner.layers, *model.layers]
+    assert {layer.compute_dtype for layer in layers_after} == {"float32"}
+    assert {weight.dtype for weight in model.weights} == {"float32"}
+    assert model.predict(x[:4], verbose=0).dtype == np.float32

@@ -1,4 +1,4 @@
-"""The run budget, seeding, and a fit helper with a fast CPU input path.
+"""The run budget, seeding, and a fit helper with a fast CPU path.
 
 One switch sets how much every notebook trains:
 
@@ -13,6 +13,11 @@ smoke     ``CNN_COURSE_SMOKE=1`` (CI)                 one epoch on about a thous
 
 ``CNN_COURSE_BUDGET=full|grading|smoke`` overrides the detection, e.g. to run a notebook
 in full mode under nbgrader.
+
+:func:`fit` trains with bfloat16 arithmetic where the CPU computes bfloat16 natively
+(AVX512-BF16 or AMX, e.g. AMD Zen 4 and Intel Sapphire Rapids): the weights stay float32 and
+the model is float32 again when ``fit`` returns (see :func:`training_precision`).
+``CNN_COURSE_PRECISION=float32`` turns this off.
 """
 
 from __future__ import annotations
@@ -33,8 +38,12 @@ __all__ = [
     "seed_everything",
     "EpochTimer",
     "make_dataset",
+    "PRECISIONS",
+    "native_bfloat16",
+    "training_precision",
     "fit",
     "cosine_adam",
+    "one_cycle_adam",
     "summarize_runs",
 ]
 
@@ -193,6 +202,63 @@ def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def native_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (the ``avx512_bf16`` or ``amx_bf16`` flag).
+
+    Args:
+        cpuinfo: the text of ``/proc/cpuinfo``; read from the file when None. Where that file does
+            not exist (macOS, Windows) the answer is False.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as file:
+                cpuinfo = file.read()
+        except OSError:
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def training_precision(precision: str = "auto", environ=os.environ) -> str:
+    """The arithmetic :func:`fit` trains with: ``"float32"`` or ``"bfloat16"``.
+
+    ``"auto"`` (the default) gives bfloat16 on a CPU with native bfloat16 (:func:`native_bfloat16`)
+    when TensorFlow sees no GPU, float32 otherwise. ``$CNN_COURSE_PRECISION`` (``auto``,
+    ``float32`` or ``bfloat16``) overrides the argument, so a whole notebook run can be switched.
+
+    bfloat16 keeps float32's range with an 8-bit mantissa: on such CPUs the course's CNNs train
+    1.4 to 3 times faster per image (``make bench``) and reach the same accuracies.
+
+    Raises:
+        ValueError: an unknown precision, naming the accepted ones.
+    """
+    chosen = environ.get("CNN_COURSE_PRECISION", "").strip().lower() or precision
+    if chosen not in PRECISIONS:
+        raise ValueError(f"unknown precision {chosen!r}: use one of {', '.join(PRECISIONS)} "
+                         "(argument precision= or $CNN_COURSE_PRECISION)")
+    if chosen == "auto":
+        on_cpu = not tf.config.list_physical_devices("GPU")
+        return "bfloat16" if on_cpu and native_bfloat16() else "float32"
+    return chosen
+
+
+def _leaf_layers(model) -> list:
+    layers = []
+    for layer in model.layers:
+        layers.extend(_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return layers
+
+
+def _set_compute_dtype(model, policies: dict) -> None:
+    for layer, policy in policies.items():
+        layer.dtype_policy = policy
+    # The compiled train/test/predict functions were traced with the old dtypes.
+    model.train_function = model.test_function = model.predict_function = None
+
+
 def fit(
     model,
     x_train: np.ndarray,
@@ -204,8 +270,15 @@ def fit(
     callbacks=(),
     verbose=2,
     seed: int = 0,
+    precision: str = "auto",
 ):
     """Train a compiled model on in-memory arrays through :func:`make_dataset`, timing every epoch.
+
+    With bfloat16 (:func:`training_precision`) every layer but the last computes in bfloat16
+    during this call while the weights, the optimizer's state and the loss stay float32 (Keras'
+    ``mixed_bfloat16`` policy); the validation accuracy reported per epoch is then computed in
+    bfloat16 too. The model's own dtype policies are restored when training ends, even on an
+    error or an interrupt, so ``evaluate``, ``predict`` and saved models are float32 as built.
 
     Args:
         model: a compiled ``keras.Model``.
@@ -218,14 +291,16 @@ def fit(
         verbose: Keras' progress report: 2 (default) prints one line per epoch, 1 an updating
             progress bar (for long epochs), 0 nothing.
         seed: the shuffle seed.
+        precision: ``"auto"`` (default), ``"float32"`` or ``"bfloat16"``; see :func:`training_precision`.
 
     Returns:
-        The ``keras.callbacks.History`` of the run, with two more attributes:
+        The ``keras.callbacks.History`` of the run, with three more attributes:
+        ``precision`` (``"float32"`` or ``"bfloat16"``),
         ``epoch_seconds`` (list of float, wall seconds per epoch) and
         ``images_per_second`` (float, training images per wall second over all epochs).
 
     Raises:
-        ValueError: the arrays do not match (see :func:`make_dataset`).
+        ValueError: the arrays do not match (see :func:`make_dataset`), or an unknown precision.
         RuntimeError: the model was not compiled.
     """
     if not getattr(model, "compiled", False):
@@ -236,8 +311,18 @@ def fit(
     if validation_data is not None:
         validation = make_dataset(*validation_data, batch_size=max(batch_size, 256), shuffle=False)
     timer = EpochTimer()
-    history = model.fit(train, epochs=epochs, validation_data=validation,
-                        callbacks=[timer, *callbacks], verbose=verbose, shuffle=False)
+    chosen = training_precision(precision)
+    built_with = {}
+    if chosen == "bfloat16":
+        built_with = {layer: layer.dtype_policy for layer in _leaf_layers(model)[:-1]}
+        _set_compute_dtype(model, dict.fromkeys(built_with, keras.DTypePolicy("mixed_bfloat16")))
+    try:
+        history = model.fit(train, epochs=epochs, validation_data=validation,
+                            callbacks=[timer, *callbacks], verbose=verbose, shuffle=False)
+    finally:
+        if built_with:
+            _set_compute_dtype(model, built_with)
+    history.precision = chosen
     history.epoch_seconds = list(timer.epoch_seconds)
     total = sum(history.epoch_seconds)
     history.images_per_second = len(x_train) * len(history.epoch_seconds) / total if total > 0 else math.nan
@@ -256,8 +341,41 @@ def cosine_adam(*, epochs: int, n_train: int, batch_size: int, learning_rate: fl
         batch_size: images per weight update; with ``n_train`` it gives the updates per epoch.
         learning_rate: the starting learning rate.
     """
-    steps = epochs * math.ceil(n_train / batch_size)
-    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(steps, 1)))
+    return one_cycle_adam(epochs=epochs, n_train=n_train, batch_size=batch_size,
+                          max_learning_rate=learning_rate, warmup_fraction=0.0)
+
+
+def one_cycle_adam(*, epochs: int, n_train: int, batch_size: int, max_learning_rate: float = 0.01,
+                   warmup_fraction: float = 0.25, start_fraction: float = 0.04):
+    """Adam with a one-cycle learning rate: a linear rise to ``max_learning_rate``, then a cosine fall to 0.
+
+    The short warm-up lets a network with batch normalization train at a learning rate several
+    times higher than a constant schedule would survive, and the long fall settles it, so a
+    given accuracy is reached in fewer epochs (Smith & Topin, "Super-convergence", 2017).
+    Built on Keras' ``CosineDecay`` with its warm-up.
+
+    Args:
+        epochs: epochs the run will train.
+        n_train: training images per epoch.
+        batch_size: images per weight update; with ``n_train`` it gives the updates per epoch.
+        max_learning_rate: the peak learning rate, reached after the warm-up.
+        warmup_fraction: the share of all updates spent rising (0 ≤ fraction < 1; 0: no warm-up).
+        start_fraction: the starting learning rate as a fraction of the peak.
+
+    Raises:
+        ValueError: ``warmup_fraction`` outside [0, 1).
+    """
+    if not 0 <= warmup_fraction < 1:
+        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+    steps = max(epochs * math.ceil(n_train / batch_size), 1)
+    warmup = int(steps * warmup_fraction)
+    if warmup == 0:
+        schedule = keras.optimizers.schedules.CosineDecay(max_learning_rate, decay_steps=steps)
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            max_learning_rate * start_fraction, decay_steps=max(steps - warmup, 1),
+            warmup_target=max_learning_rate, warmup_steps=warmup)
+    return keras.optimizers.Adam(schedule)
 
 
 def summarize_runs(histories: dict):
