@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 JOBS ?= 1
 DEBIAN_PACKAGES := dataset-fashion-mnist bubblewrap
 
-.PHONY: help setup test test-fast demo release grade bench fidelity clean
+.PHONY: help setup test test-fast demo release grade bench bench-tests fidelity clean
 
 help:
 	@echo "make setup     create .venv/ and install everything (idempotent; as root also Debian's dataset-fashion-mnist)"
@@ -19,7 +19,8 @@ help:
 	@echo "make test      run the whole test suite (notebooks in smoke mode)"
 	@echo "make release   regenerate release/ from source/ with nbgrader generate_assignment"
 	@echo "make grade     autograde submitted/<student>/<assignment>/ (JOBS=N; ZIP=lms.zip ASSIGNMENT=name)"
-	@echo "make bench     benchmarks"
+	@echo "make bench     training throughput, time to accuracy, grading throughput (about 15 min; CNN_COURSE_DATA for full MNIST)"
+	@echo "make bench-tests  time the test suite and its notebook parts (about 12 min)"
 	@echo "make fidelity  run every solution notebook in full mode (long) and check it against the published figures: docs/fidelity.md"
 
 setup: $(INSTALLED)
@@ -48,8 +49,12 @@ release: setup
 grade: setup
 	$(BIN)/python -m cnn_course.course grade --jobs $(JOBS) $(if $(ZIP),--zip $(ZIP)) $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
 
+# Each writes bench/results/<name>.json and regenerates docs/benchmarks.md.
 bench: setup
-	cd bench && ../$(BIN)/python grading.py
+	cd bench && ../$(BIN)/python throughput.py && ../$(BIN)/python time_to_accuracy.py && ../$(BIN)/python grading.py
+
+bench-tests: setup
+	cd bench && ../$(BIN)/python test_suite.py
 
 fidelity: setup
 	$(BIN)/python bench/fidelity.py --run --write

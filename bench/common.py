@@ -31,16 +31,24 @@ def machine() -> dict:
         info.update(tensorflow=tf.__version__, keras=keras.__version__,
                     intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
                     inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads())
+        info["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "unset")
+        from cnn_course.training import native_bfloat16
+
+        info["bfloat16 in hardware"] = native_bfloat16()
     except ImportError:
         pass
     return info
 
 
-def write_result(name: str, measurements: dict) -> Path:
-    """Write ``bench/results/<name>.json`` with the machine and the date, then regenerate docs/benchmarks.md."""
+def write_result(name: str, measurements: dict, description: str = "", command: str = "") -> Path:
+    """Write ``bench/results/<name>.json`` with the machine and the date, then regenerate docs/benchmarks.md.
+
+    ``description`` (what is measured, how) and ``command`` (how to repeat it) go above its table.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M"),
+                                "description": description, "command": command,
                                 "machine": machine(), "results": measurements}, indent=2) + "\n")
     write_docs()
     return path
@@ -52,10 +60,16 @@ def write_docs() -> None:
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
         host = result["machine"]
-        lines += [f"## {result['benchmark']}", "",
-                  f"{result['date']}, {host.get('cpu')} ({host.get('cores')} cores, {host.get('memory_gib')} GiB), "
+        lines += [f"## {result['benchmark']}", ""]
+        if result.get("description"):
+            lines += [result["description"], ""]
+        if result.get("command"):
+            lines += [f"Command: `{result['command']}`", ""]
+        lines += [f"{result['date']}, {host.get('cpu')} ({host.get('cores')} cores, {host.get('memory_gib')} GiB), "
                   f"TensorFlow {host.get('tensorflow', '?')}, Keras {host.get('keras', '?')}, "
-                  f"intra/inter-op threads {host.get('intra_op_threads', '?')}/{host.get('inter_op_threads', '?')}.", "",
+                  f"intra/inter-op threads {host.get('intra_op_threads', '?')}/{host.get('inter_op_threads', '?')} "
+                  "(0: TensorFlow's default, one per core), "
+                  f"bfloat16 in hardware: {host.get('bfloat16 in hardware', '?')}.", "",
                   "| measure | value |", "|---|---|"]
         lines += [f"| {key} | {value} |" for key, value in _flatten(result["results"])]
         lines.append("")
