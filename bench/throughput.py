@@ -122,7 +122,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="alternating runs per path and model")
     parser.add_argument("--images", type=int, default=12_000, help="MNIST training images per epoch")
+    parser.add_argument("--models", nargs="*", metavar="NAME:BATCH",
+                        help="architectures of cnn_course.models with their batch sizes (default: "
+                             + " ".join(f"{name}:{batch}" for name, batch in MODELS.items()) + ")")
+    parser.add_argument("--name", default="throughput", help="the result file's name (default: throughput)")
     args = parser.parse_args(argv)
+    chosen = dict(MODELS)
+    if args.models:
+        chosen = {name: int(batch) for name, batch in (spec.split(":") for spec in args.models)}
 
     (x, y), _ = data.load_dataset("mnist")
     x = data.add_channel_axis(data.scale_to_unit(x[: args.images]))
@@ -130,12 +137,12 @@ def main(argv=None) -> None:
     peak_before = matmul_peak()
     bf16_peak = matmul_peak(tf.bfloat16)
     print(f"matmul peak: {peak_before:.0f} GFLOP/s fp32, {bf16_peak:.0f} GFLOP/s bfloat16", flush=True)
-    results = {name: compare(name, batch, x, y, args.rounds, peak_before) for name, batch in MODELS.items()}
+    results = {name: compare(name, batch, x, y, args.rounds, peak_before) for name, batch in chosen.items()}
     peak_after = matmul_peak()
     results = {"fp32 matmul peak, GFLOP/s (start / end)": f"{peak_before:.0f} / {peak_after:.0f}",
                "bfloat16 matmul peak, GFLOP/s": round(bf16_peak),
                "MNIST images per epoch": args.images, **results}
-    print(write_result("throughput", results, description=__doc__.split("\n\n")[0], command="make bench (bench/throughput.py)"))
+    print(write_result(args.name, results, description=__doc__.split("\n\n")[0], command="make bench (bench/throughput.py)"))
 
 
 if __name__ == "__main__":

@@ -317,6 +317,8 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "cifar10_small": cifar10_small,
     "cifar10_small_bn": cifar10_small_bn,
     "cifar10_small_dropout": cifar10_small_dropout,
+    "keras_mnist_convnet": keras_mnist_convnet,
+    "fast_cnn": fast_cnn,
 }
 
 #: (total, trainable, non-trainable) parameter counts from the course's reference table;
