@@ -17,11 +17,13 @@ up to about a point between machines (validation sets of 1,000-5,000 images). A 
 given only approximately ("~91 %") counts as reached from X - 0.5 (its rounding). Figures that
 the text quotes to a decimal or two ("98.58 %", "41 %" in a results table) must equal the
 printed value at the text's precision. Comparisons ("reaches the published accuracy after every
-epoch", "model 3 is worst") are strict comparisons of the printed numbers. Absolute timings that
-the text quotes ("549 s", "in well under a minute") are not checked: they depend on the machine
-and its load; the wall time of each notebook on this machine is reported instead. The one timing
-claim that is checked is relative: the largest batch has shorter epochs than batch sizes 1 and 8,
-and batch size 1 is more than five times slower per epoch than batch size 8. What only the plots
+epoch", "model 3 is worst") are strict comparisons of the printed numbers. Most absolute timings
+the text quotes ("271 s of training") are not checked: they depend on the machine and its load;
+the wall time of each notebook on this machine is reported instead. Those of predictions
+(minutes of training, seconds per epoch) are checked within a factor of 1.5
+(:data:`TIMING_FACTOR`). The relative timing claims are checked strictly: the largest batch has
+shorter epochs than batch sizes 1 and 8, and batch size 1 is more than five times slower per
+epoch than batch size 8. What only the plots
 show (confusion matrices, the most confident mistakes) is not checked.
 
 Every number comes from the notebook's printed output (stream text, and the HTML of the tables it
@@ -136,6 +138,18 @@ def _pct(value: float, digits: int = 1) -> str:
 def _about(value: float, stated: float) -> tuple[str, bool, str]:
     ok = abs(value - stated) <= ABOUT_POINTS
     return _pct(value), ok, f"|{value:.2f} - {stated:g}| = {abs(value - stated):.2f} points (tolerance {ABOUT_POINTS:g})"
+
+
+TIMING_FACTOR = 1.5
+
+
+def _similar_time(ours: float, stated: float) -> bool:
+    """Whether a time of this run is within :data:`TIMING_FACTOR` of the time the text states.
+
+    Timings vary from run to run on a shared machine (a rerun gives the same accuracies, not the
+    same seconds), so a stated time holds when this run's is of the same size.
+    """
+    return stated / TIMING_FACTOR <= ours <= stated * TIMING_FACTOR
 
 
 def _quoted(value: float, stated: str) -> tuple[str, bool, str]:
@@ -509,7 +523,7 @@ def check_model_comparison(notebook) -> list[Row]:
 
     table = lambda: run_table(notebook, "summarize_runs(runs)")  # noqa: E731
     stated = {  # the text's results table: Keras training accuracy, dropout off, validation accuracy
-        "model 1": ("61", "66", "55"), "model 2 (batch norm)": ("95", "97", "52"), "model 3 (dropout)": ("40", "53", "48"),
+        "model 1": ("62", "65", "54"), "model 2 (batch norm)": ("95", "93", "50"), "model 3 (dropout)": ("38", "52", "46"),
     }
     columns = ("train accuracy", "train accuracy, dropout off", "validation accuracy")
     for name, values in stated.items():
@@ -543,23 +557,25 @@ def check_model_comparison(notebook) -> list[Row]:
         ahead = [epoch["accuracy"] > epoch["val_accuracy"] for epoch in run]
         first = ahead.index(True) + 1 if True in ahead else None
         still_falling = run[-1]["val_loss"] < run[-2]["val_loss"]
-        ok = first == 5 and all(ahead[4:]) and still_falling
+        ok = first == 4 and all(ahead[3:]) and still_falling
         return (f"ahead from epoch {first}", ok, f"training ahead of validation after epochs "
                 f"{[i + 1 for i, a in enumerate(ahead) if a]}; validation loss {run[-2]['val_loss']:.4f} -> "
                 f"{run[-1]['val_loss']:.4f} in the last epoch")
-    rows.add("text: model 1's training accuracy pulls ahead from the fifth epoch; validation loss still falling",
-             "from epoch 5", model1_curve)
+    rows.add("text: model 1's training accuracy pulls ahead from the fourth epoch; validation loss still falling",
+             "from epoch 4", model1_curve)
 
     def model2_curve():
         run = epoch_logs(notebook, 'runs["model 2 (batch norm)"] = train(model2)')[0]
         later = [epoch["val_accuracy"] for epoch in run[2:]]
         losses = [epoch["val_loss"] for epoch in run]
-        ok = all(45 <= value <= 54 for value in later) and losses[-1] > min(losses)
-        return (f"{min(later):.1f}-{max(later):.1f} %", ok, f"validation accuracy from epoch 3: "
-                + ", ".join(f"{value:.1f}" for value in later) + f"; validation loss lowest {min(losses):.3f}, "
+        ok = (f"{min(later):.1f}" == "45.0" and f"{max(later):.1f}" == "54.4" and min(losses) == losses[2]
+              and f"{losses[2]:.2f}" == "1.36" and f"{losses[-1]:.2f}" == "1.92")
+        return (f"{min(later):.1f}-{max(later):.1f} %; loss {losses[2]:.2f} -> {losses[-1]:.2f}", ok,
+                f"validation accuracy from epoch 3: " + ", ".join(f"{value:.1f}" for value in later)
+                + f"; validation loss lowest {min(losses):.3f} (epoch {losses.index(min(losses)) + 1}), "
                 f"last {losses[-1]:.3f}")
-    rows.add("text: model 2's validation accuracy stays between 45 % and 54 % from epoch 3; its loss rises",
-             "45-54 %", model2_curve)
+    rows.add("text: model 2's validation accuracy stays between 45.0 % and 54.4 % from epoch 3; its validation loss "
+             "rises from 1.36 (epoch 3, its lowest) to 1.92", "45.0-54.4 %; loss 1.36 -> 1.92", model2_curve)
     return rows.rows
 
 
@@ -701,15 +717,25 @@ def check_architectures(notebook) -> list[Row]:
     def per_epoch(run):
         return ", ".join(f"{ours:.2f}/{theirs:.2f}" for ours, theirs in zip(series(run), published(run)))
 
-    for run in ("A", "C", "D (Fashion-MNIST)"):
+    for run in ("C", "D (Fashion-MNIST)"):
         def every_epoch(run=run):
             ours, theirs = series(run), published(run)
             ok = len(ours) == len(theirs) and all(a >= b for a, b in zip(ours, theirs))
             return f"{ours[-1]:.2f} %", ok, "ours/published per epoch: " + per_epoch(run)
         rows.add(f"text: part {run} reaches the published accuracy or better after every epoch",
                  " ".join(f"{value:.2f}" for value in published(run)), every_epoch)
-    for run, stated in [("A", "98.58"), ("C", "98.97"), ("D (Fashion-MNIST)", "90.66"), ("baseline", "97.87"),
-                        ("B", "98.21")]:
+
+    def part_a():
+        ours, theirs = series("A"), published("A")
+        ahead = [epoch + 1 for epoch, (a, b) in enumerate(zip(ours, theirs)) if a > b]
+        shortfall = theirs[-1] - ours[-1]
+        ok = len(ours) == len(theirs) == 5 and ahead == [1, 2, 3, 4] and f"{shortfall:.2f}" == "0.06"
+        return (f"{ours[-1]:.2f} %, ahead after epochs {ahead}", ok,
+                f"{shortfall:.2f} points below the published final; ours/published: " + per_epoch("A"))
+    rows.add("text: part A is ahead of the published run after epochs 1-4 and ends 0.06 points below it",
+             "98.57 % (001); text: ahead after 1-4, 0.06 below after 5", part_a)
+    for run, stated in [("A", "98.51"), ("C", "98.95"), ("D (Fashion-MNIST)", "90.59"), ("baseline", "97.89"),
+                        ("B", "98.27")]:
         rows.add(f"text: {run} ends at {stated} %", f"{published(run)[-1]:.2f} % (published); text {stated} %",
                  lambda run=run, stated=stated: _quoted(series(run)[-1], stated))
 
@@ -717,20 +743,20 @@ def check_architectures(notebook) -> list[Row]:
         ours, theirs = series("baseline"), published("baseline")
         shortfall = theirs[-1] - ours[-1]
         ahead = [epoch + 1 for epoch, (a, b) in enumerate(zip(ours, theirs)) if a > b]
-        ok = f"{shortfall:.2f}" == "0.26" and ahead == [1, 3]
+        ok = f"{shortfall:.2f}" == "0.24" and ahead == [1, 3]
         return (f"{ours[-1]:.2f} %, ahead after epochs {ahead}", ok,
                 f"{shortfall:.2f} points below the published final; ours/published: " + per_epoch("baseline"))
-    rows.add("text: the baseline ends 0.26 points below the published 98.13 % and is ahead only after epochs 1 and 3",
-             "98.13 % (001); text: 0.26 below, ahead after 1 and 3", baseline_short)
+    rows.add("text: the baseline ends 0.24 points below the published 98.13 % and is ahead only after epochs 1 and 3",
+             "98.13 % (001); text: 0.24 below, ahead after 1 and 3", baseline_short)
 
     def part_b():
         ours, theirs = series("B"), published("B")
-        gaps = [b - a for a, b in zip(ours[1:4], theirs[1:4])]
-        ok = all(0.045 <= gap <= 0.155 for gap in gaps) and ours[-1] > theirs[-1]
-        return (f"{ours[-1]:.2f} %", ok, "below by " + ", ".join(f"{gap:.2f}" for gap in gaps)
-                + " after epochs 2-4; ours/published: " + per_epoch("B"))
-    rows.add("text: part B is 0.05-0.15 points below the published run after epochs 2-4, and ends higher",
-             "98.07 % (001)", part_b)
+        below = {epoch + 1: f"{b - a:.2f}" for epoch, (a, b) in enumerate(zip(ours, theirs)) if a < b}
+        ok = len(ours) == len(theirs) and below == {2: "0.11", 4: "0.06"} and ours[-1] > theirs[-1]
+        gaps = ", ".join(f"{epoch} by {gap}" for epoch, gap in below.items()) or "none"
+        return f"{ours[-1]:.2f} %", ok, f"below after epochs {gaps}; ours/published: " + per_epoch("B")
+    rows.add("text: part B is 0.11 and 0.06 points below the published run after epochs 2 and 4 (only there), "
+             "and ends higher", "98.07 % (001)", part_b)
 
     def b_no_better():
         a, b = series("A"), series("B")
@@ -759,9 +785,9 @@ def check_cnn_vs_dense(notebook) -> list[Row]:
     source = "summarize_runs(runs[dataset])"
     table = {"MNIST": lambda: run_table(notebook, source, "MNIST"),
              "Fashion-MNIST": lambda: run_table(notebook, source, "Fashion-MNIST")}
-    stated = {("MNIST", "small CNN"): "98.72", ("MNIST", "batch-norm CNN"): "98.90", ("MNIST", "dense network"): "97.76",
-              ("Fashion-MNIST", "small CNN"): "88.52", ("Fashion-MNIST", "batch-norm CNN"): "91.72",
-              ("Fashion-MNIST", "dense network"): "89.56"}
+    stated = {("MNIST", "small CNN"): "98.66", ("MNIST", "batch-norm CNN"): "98.86", ("MNIST", "dense network"): "97.90",
+              ("Fashion-MNIST", "small CNN"): "88.58", ("Fashion-MNIST", "batch-norm CNN"): "91.52",
+              ("Fashion-MNIST", "dense network"): "89.74"}
     for (dataset, network), value in stated.items():
         rows.add(f"text: {dataset}, {network}: {value} % validation accuracy", f"{value} %",
                  lambda dataset=dataset, network=network, value=value:
@@ -797,9 +823,26 @@ def check_cnn_vs_dense(notebook) -> list[Row]:
         return _quoted(_value(table["Fashion-MNIST"](), "small CNN", "train accuracy"), "87")
     rows.add("answer: the small CNN reaches 87 % training accuracy on Fashion-MNIST", "87 %", small_cnn_train)
 
-    for dataset, test_source, minimum, value in [("MNIST", 'best_mnist.keras"), "mnist"', 98.5, "99.09"),
+    answer = {("MNIST", "small CNN"): "98.7", ("MNIST", "batch-norm CNN"): "98.9", ("MNIST", "dense network"): "97.9",
+              ("Fashion-MNIST", "batch-norm CNN"): "91.5", ("Fashion-MNIST", "dense network"): "89.7",
+              ("Fashion-MNIST", "small CNN"): "88.6"}
+    for (dataset, network), value in answer.items():
+        rows.add(f"answer: {dataset}, {network}: {value} % validation accuracy", f"{value} %",
+                 lambda dataset=dataset, network=network, value=value: _quoted(accuracy(dataset, network), value))
+
+    def fewer_errors():
+        dense = 100 - accuracy("MNIST", "dense network")
+        fewer = {network: 1 - (100 - accuracy("MNIST", network)) / dense for network in ("small CNN", "batch-norm CNN")}
+        ok = all(1 / 3 - 0.005 <= value <= 0.5 + 0.005 for value in fewer.values())
+        return (" / ".join(f"{value:.0%}" for value in fewer.values()), ok,
+                "fewer validation errors than the dense network: "
+                + ", ".join(f"{network} {value:.1%}" for network, value in fewer.items()))
+    rows.add("answer: on MNIST the CNNs make a third to a half fewer errors than the dense network",
+             "33-50 % fewer", fewer_errors)
+
+    for dataset, test_source, minimum, value in [("MNIST", 'best_mnist.keras"), "mnist"', 98.5, "99.17"),
                                                  ("Fashion-MNIST", 'best_fashion.keras"), "fashion_mnist"', 90.0,
-                                                  "91.05")]:
+                                                  "90.99")]:
         def saved(test_source=test_source, minimum=minimum, value=value):
             ours = _number(find(r"([\d.]+)% of 10,000 [\w-]+ test images classified correctly",
                                 cell_output(notebook, test_source), "'...: X% of 10,000 ... test images ...'").group(1))
@@ -818,7 +861,8 @@ def check_cnn_vs_dense(notebook) -> list[Row]:
 
 
 def check_predictions(notebook) -> list[Row]:
-    """predictions.ipynb: 99.27 % ≥ published 99.2 % on MNIST; CIFAR-10 60.69 % after 10 epochs, as the text states."""
+    """predictions.ipynb: MNIST 99.28 % in the last (bfloat16) epoch line and 99.27 % for the saved model (float32),
+    both ≥ the published 99.2 %; CIFAR-10 64.79 % after 10 epochs; the training times, as the text states."""
     rows = _Rows()
     _full_run(rows, notebook)
     _parameters(rows, notebook, "MNIST CNN", "parameter_summary(mnist_cnn)", _published_counts("mnist_cnn_99"),
@@ -835,29 +879,60 @@ def check_predictions(notebook) -> list[Row]:
         ours = mnist_final()
         return _pct(ours, 2), ours >= PUBLISHED_ACCURACY["mnist_cnn_99"], "reaches or beats the published 99.2 %"
     rows.add("MNIST CNN: test accuracy after 10 epochs", "99.2 % (004)", mnist_published)
-    rows.add("text: MNIST CNN ends at 99.27 %", "99.27 %", lambda: _quoted(mnist_final(), "99.27"))
+    rows.add("text: MNIST CNN's last epoch line (bfloat16) ends at 99.28 %", "99.28 %",
+             lambda: _quoted(mnist_final(), "99.28"))
+
+    def keras_seconds(source):
+        seconds = [int(value) for value in re.findall(r"^\d+/\d+ - (\d+)s - ", cell_output(notebook, source),
+                                                      re.MULTILINE)]
+        if not seconds:
+            raise LineNotFound(f"line not found: Keras epoch lines with seconds in the cell with {source!r}")
+        return seconds
+
+    def mnist_time():
+        text = cell_output(notebook, "mnist_history.images_per_second")
+        minutes = find(r"^\d+ epochs in ([\d.]+) min of training", text, "'N epochs in X min of training'").group(1)
+        seconds = keras_seconds("mnist_history = fit(")
+        ok = _similar_time(float(minutes), 3.0) and _similar_time(min(seconds), 16) and _similar_time(max(seconds), 21)
+        return (f"{minutes} min, {min(seconds)}-{max(seconds)} s per epoch", ok,
+                "Keras epoch seconds " + ", ".join(str(value) for value in seconds))
+    rows.add("text: MNIST training took 3.0 minutes, 16-21 s per epoch", "3.0 min, 16-21 s per epoch", mnist_time)
 
     def mnist_curve():
         run = epoch_logs(notebook, "mnist_history = fit(")[0]
-        later = [epoch["val_accuracy"] for epoch in run[2:]]
+        later = [epoch["val_accuracy"] for epoch in run[3:]]
+        third = run[2]["val_accuracy"]
         train = max(epoch["accuracy"] for epoch in run)
-        ok = len(run) == 10 and all(99.0 <= value <= 99.3 for value in later) and f"{train:.1f}" == "99.6"
-        return (f"{min(later):.2f}-{max(later):.2f} %; train {train:.2f} %", ok,
-                f"{len(run)} epochs; test accuracy from epoch 3: " + ", ".join(f"{v:.2f}" for v in later))
-    rows.add("text: from epoch 3 the test accuracy stays between 99.0 % and 99.3 %; training reaches 99.6 %",
-             "99.0-99.3 %; 99.6 %", mnist_curve)
+        ok = (len(run) == 10 and all(99.0 <= value <= 99.3 for value in later) and f"{third:.2f}" == "98.92"
+              and f"{train:.1f}" == "99.6")
+        return (f"{min(later):.2f}-{max(later):.2f} %; epoch 3 {third:.2f} %; train {train:.2f} %", ok,
+                f"{len(run)} epochs; test accuracy from epoch 4: " + ", ".join(f"{v:.2f}" for v in later))
+    rows.add("text: from epoch 4 the test accuracy stays between 99.0 % and 99.3 % (98.92 % after epoch 3); "
+             "training reaches 99.6 %", "99.0-99.3 %; 98.92 %; 99.6 %", mnist_curve)
+
+    def saved_accuracy():
+        """The float32 test accuracy of the saved mnist_cnn.keras, as the grade cell prints it."""
+        text = cell_output(notebook, 'model_file("mnist_cnn.keras"), "mnist"')
+        return _number(find(r"([\d.]+)% of 10,000 MNIST test images classified correctly", text,
+                            "'mnist_cnn.keras: X% of 10,000 MNIST test images ...'").group(1))
 
     def saved():
-        text = cell_output(notebook, 'model_file("mnist_cnn.keras"), "mnist"')
-        ours = _number(find(r"([\d.]+)% of 10,000 MNIST test images classified correctly", text,
-                            "'mnist_cnn.keras: X% of 10,000 MNIST test images ...'").group(1))
-        return _pct(ours, 2), ours >= 99.0 and f"{ours:.2f}" == "99.27", "needs 99.0 %; the text says 99.27 %"
+        ours = saved_accuracy()
+        return _pct(ours, 2), ours >= 99.0 and f"{ours:.2f}" == "99.27", "needs 99.0 %; the text says 99.27 % (float32)"
     rows.add("saved mnist_cnn.keras: test accuracy", ">= 99.0 %; text 99.27 %", saved)
+
+    def one_fewer():
+        difference = round(100 * (mnist_final() - saved_accuracy()))
+        return (f"{difference} image(s)", difference == 1,
+                f"last epoch line (bfloat16) {mnist_final():.2f} %, saved model (float32) {saved_accuracy():.2f} %")
+    rows.add("text: the saved model (float32) gets one test image fewer right than the last epoch line (bfloat16)",
+             "one image", one_fewer)
 
     def misclassified():
         count = int(find(r"^(\d+) of 10,000 test images are misclassified", cell_output(notebook, "misclassified"),
                          "'N of 10,000 test images are misclassified'").group(1))
-        return count, count == 73 and abs(100 - count / 100 - mnist_final()) < 0.005, "agrees with the test accuracy"
+        return (count, count == 73 and abs(100 - count / 100 - saved_accuracy()) < 0.005,
+                f"agrees with the saved model's float32 test accuracy {saved_accuracy():.2f} %")
     rows.add("text: 73 of the 10,000 test images are misclassified", "73", misclassified)
 
     def cifar():
@@ -867,10 +942,24 @@ def check_predictions(notebook) -> list[Row]:
 
     def cifar_short():
         ours = cifar()
-        ok = f"{ours:.2f}" == "60.69" and ours < PUBLISHED_ACCURACY["cifar10_vgg"]
+        ok = f"{ours:.2f}" == "64.79" and ours < PUBLISHED_ACCURACY["cifar10_vgg"]
         return _pct(ours, 2), ok, "10 epochs on 10,000 images, far below the 100-epoch published run (as stated)"
-    rows.add("text: CIFAR-10 after 10 epochs 60.69 %, far below the published (100 epochs)",
-             "86.87 % (004, 100 epochs); text 60.69 %", cifar_short)
+    rows.add("text: CIFAR-10 after 10 epochs 64.79 %, far below the published (100 epochs)",
+             "86.87 % (004, 100 epochs); text 64.79 %", cifar_short)
+
+    def cifar_time():
+        text = cell_output(notebook, "cifar_history.epoch_seconds")
+        found = find(r"^\d+ epochs on .* in ([\d.]+) min of training \((\d+) s per epoch\)", text,
+                     "'N epochs on ... in X min of training (Y s per epoch)'")
+        minutes, per_epoch = found.group(1), int(found.group(2))
+        seconds = keras_seconds("cifar_history = fit(")
+        ok = (_similar_time(float(minutes), 1.5) and _similar_time(per_epoch, 9) and _similar_time(min(seconds), 7)
+              and _similar_time(max(seconds), 12))  # the text's 15 and 75 minutes are 100 and 500 epochs of its 9 s
+        return (f"{minutes} min, {min(seconds)}-{max(seconds)} s per epoch ({per_epoch} s on average)", ok,
+                f"100 epochs: {100 * per_epoch / 60:.0f} min on 10,000 images, {500 * per_epoch / 60:.0f} min on 50,000; "
+                "Keras epoch seconds " + ", ".join(str(value) for value in seconds))
+    rows.add("text: CIFAR-10 training took 1.5 minutes, 7-12 s per epoch (9 s on average); 100 epochs about "
+             "15 minutes, on 50,000 images some 75 minutes", "1.5 min; 7-12 s (9 s); 15 min; 75 min", cifar_time)
 
     def cifar_curve():
         run = epoch_logs(notebook, "cifar_history = fit(")[0]
@@ -878,12 +967,14 @@ def check_predictions(notebook) -> list[Row]:
             raise LineNotFound(f"line not found: 10 epoch lines of the CIFAR-10 run, found {len(run)}")
         test = [f"{epoch['val_accuracy']:.2f}" for epoch in run]
         train = [epoch["accuracy"] for epoch in run]
-        ok = (test[6:9] == ["60.04", "53.42", "62.82"] and [f"{run[0]['val_accuracy']:.1f}", f"{run[1]['val_accuracy']:.1f}"]
-              == ["10.3", "14.3"] and [f"{train[0]:.0f}", f"{train[1]:.0f}", f"{train[-1]:.0f}"] == ["29", "40", "70"]
-              and all(b > a for a, b in zip(train, train[1:])))
+        ok = (test[5:9] == ["57.81", "55.40", "61.08", "60.58"]
+              and [f"{run[0]['val_accuracy']:.1f}", f"{run[1]['val_accuracy']:.1f}"] == ["10.0", "21.8"]
+              and [f"{train[0]:.0f}", f"{train[1]:.0f}", f"{train[-1]:.0f}"] == ["29", "41", "70"]
+              and all(b > a for a, b in zip(train, train[1:]))
+              and all(run[-1]["val_accuracy"] > epoch["val_accuracy"] for epoch in run[:-1]))
         return (f"test {', '.join(test)}", ok, "train " + ", ".join(f"{value:.1f}" for value in train))
-    rows.add("text: CIFAR-10 test accuracy 10.3, 14.3 after epochs 1-2 and 60.04, 53.42, 62.82 after 7-9; "
-             "training climbs steadily 29, 40 ... 70 %", "as stated", cifar_curve)
+    rows.add("text: CIFAR-10 test accuracy 10.0, 21.8 after epochs 1-2 and 57.81, 55.40, 61.08, 60.58 after 6-9, "
+             "best after the last; training climbs steadily 29, 41 ... 70 %", "as stated", cifar_curve)
     return rows.rows
 
 
@@ -922,7 +1013,7 @@ def execute(path: Path, budget: str = "full"):
     started = time.perf_counter()
     error = None
     try:
-        NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3",
+        NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3", record_timing=False,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     except Exception as exception:  # noqa: BLE001 - a failed notebook is a result, and the run goes on
         error = exception
