@@ -290,7 +290,7 @@ def fast_cnn(input_shape=MNIST_SHAPE, widths: tuple[int, ...] = (32, 64, 128), c
     block keeps the feature maps small, so most of the compute is spent on useful filters.
     With the default widths: 94,634 parameters and 14.9 MFLOP per 28×28 image forward
     (``forward_flops``); on MNIST, two epochs of one-cycle Adam (peak 0.01, batch 128) reach
-    99.3 % test accuracy (``make bench``).
+    99.3 % test accuracy, and eight epochs reach 92.8 % on Fashion-MNIST (``make bench``).
     """
     model = keras.Sequential([keras.Input(input_shape)], name="fast_cnn")
     for width in widths:
