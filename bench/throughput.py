@@ -52,13 +52,12 @@ def matmul_peak(dtype=tf.float32, size: int = 4096, seconds: float = 2.0) -> flo
     return best
 
 
-class _SecondEpochTimer(keras.callbacks.Callback):
-    """Wall and CPU seconds of every epoch."""
+class _EpochCpuTimer(training.EpochTimer):
+    """The course's epoch timer, plus the CPU seconds the process used in every epoch."""
 
     def __init__(self):
         super().__init__()
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
+        self.cpu_seconds: list[float] = []
 
     @staticmethod
     def _cpu() -> float:
@@ -66,11 +65,16 @@ class _SecondEpochTimer(keras.callbacks.Callback):
         return usage.ru_utime + usage.ru_stime
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._wall, self._cpu0 = time.perf_counter(), self._cpu()
+        super().on_epoch_begin(epoch, logs)
+        self._cpu_started = self._cpu()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.wall.append(time.perf_counter() - self._wall)
-        self.cpu.append(self._cpu() - self._cpu0)
+        super().on_epoch_end(epoch, logs)
+        self.cpu_seconds.append(self._cpu() - self._cpu_started)
+
+    def last_epoch(self, images: int) -> tuple[float, float]:
+        """(images/s, busy cores) of the last epoch."""
+        return images / self.epoch_seconds[-1], self.cpu_seconds[-1] / self.epoch_seconds[-1]
 
 
 def _compiled(name: str) -> keras.Model:
@@ -81,16 +85,16 @@ def _compiled(name: str) -> keras.Model:
 
 def run_plain(model, x, y, batch_size) -> tuple[float, float]:
     """(images/s, busy cores) of the second of two epochs of plain ``model.fit`` on numpy arrays."""
-    timer = _SecondEpochTimer()
+    timer = _EpochCpuTimer()
     model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0, callbacks=[timer])
-    return len(x) / timer.wall[-1], timer.cpu[-1] / timer.wall[-1]
+    return timer.last_epoch(len(x))
 
 
 def run_course(model, x, y, batch_size) -> tuple[float, float]:
     """(images/s, busy cores) of the second of two epochs of ``cnn_course.training.fit``."""
-    timer = _SecondEpochTimer()
+    timer = _EpochCpuTimer()
     training.fit(model, x, y, batch_size=batch_size, epochs=2, verbose=0, callbacks=[timer])
-    return len(x) / timer.wall[-1], timer.cpu[-1] / timer.wall[-1]
+    return timer.last_epoch(len(x))
 
 
 def compare(name: str, batch_size: int, x, y, rounds: int, peak: float) -> dict:

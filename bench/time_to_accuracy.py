@@ -23,7 +23,6 @@ bfloat16 where the CPU has it). Writes bench/results/time_to_accuracy.json.
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,23 +34,22 @@ import numpy as np
 from cnn_course import data, models, training
 
 
-class TestAccuracyClock(keras.callbacks.Callback):
-    """Times every epoch, then measures the test accuracy; stops training at ``target``."""
+class TestAccuracyClock(training.EpochTimer):
+    """The course's epoch timer, then the test accuracy after every epoch; stops training at ``target``.
+
+    ``epoch_seconds`` holds training time only: the timer stops before the test images are predicted.
+    """
 
     def __init__(self, x_test, y_test, target: float):
         super().__init__()
         self.x_test, self.y_test, self.target = x_test, y_test, target
-        self.training_seconds: list[float] = []
         self.test_accuracy: list[float] = []
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
     def on_epoch_end(self, epoch, logs=None):
-        self.training_seconds.append(time.perf_counter() - self._started)
+        super().on_epoch_end(epoch, logs)
         predicted = self.model.predict(self.x_test, batch_size=1000, verbose=0).argmax(axis=1)
         self.test_accuracy.append(float(np.mean(predicted == self.y_test)))
-        print(f"  epoch {epoch + 1}: {self.training_seconds[-1]:.1f} s, test accuracy {self.test_accuracy[-1]:.2%}",
+        print(f"  epoch {epoch + 1}: {self.epoch_seconds[-1]:.1f} s, test accuracy {self.test_accuracy[-1]:.2%}",
               flush=True)
         if self.test_accuracy[-1] >= self.target:
             self.model.stop_training = True
@@ -107,12 +105,12 @@ def time_to_accuracy(run: Run, x, y, x_test, y_test) -> dict:
     final = float(np.mean(model.predict(x_test, batch_size=1000, verbose=0).argmax(axis=1) == y_test))
     return {
         "parameters": model.count_params(),
-        "seconds to target": round(sum(clock.training_seconds[: reached + 1]), 1) if reached is not None
+        "seconds to target": round(sum(clock.epoch_seconds[: reached + 1]), 1) if reached is not None
         else f"not reached in {run.epochs} epochs",
         "epochs to target": reached + 1 if reached is not None else None,
         "test accuracy per epoch (%)": ", ".join(f"{a:.2%}"[:-1] for a in clock.test_accuracy),
         "test accuracy at the stop, float32 (%)": round(100 * final, 2),
-        "seconds per epoch": round(float(np.median(clock.training_seconds)), 1),
+        "seconds per epoch": round(float(np.median(clock.epoch_seconds)), 1),
         "training precision": "float32" if run.recipe == "keras" else training.training_precision(),
     }
 

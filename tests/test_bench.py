@@ -54,4 +54,4 @@ def test_the_clock_stops_training_at_the_target_and_counts_training_time_only():
     clock = time_to_accuracy.TestAccuracyClock(x, y, target=0.9)
     model.fit(x, y, epochs=50, batch_size=32, verbose=0, callbacks=[clock])
     assert clock.test_accuracy[-1] >= 0.9 > max(clock.test_accuracy[:-1], default=0)
-    assert len(clock.training_seconds) == len(clock.test_accuracy) < 50
+    assert len(clock.epoch_seconds) == len(clock.test_accuracy) < 50
