@@ -25,7 +25,7 @@ help:
 
 setup: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml constraints.txt
+$(INSTALLED): pyproject.toml grader/pyproject.toml constraints.txt
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    ! (dpkg -s dataset-fashion-mnist && dpkg -s bubblewrap) >/dev/null 2>&1; then \
 	  echo "Installing Debian's dataset-fashion-mnist (the official Fashion-MNIST files) and bubblewrap (grading sandbox)"; \
@@ -34,20 +34,20 @@ $(INSTALLED): pyproject.toml constraints.txt
 	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
+	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e . -e './grader[dev]'
 	touch $@
 
 test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	$(BIN)/python -m cnn_course.course demo --jobs 2
+	$(BIN)/python -m cnn_grader demo --jobs 2
 
 release: setup
-	$(BIN)/python -m cnn_course.course release
+	$(BIN)/python -m cnn_grader release
 
 grade: setup
-	$(BIN)/python -m cnn_course.course grade --jobs $(JOBS) $(if $(ZIP),--zip $(ZIP)) $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
+	$(BIN)/python -m cnn_grader grade --jobs $(JOBS) $(if $(ZIP),--zip $(ZIP)) $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
 
 # Each writes bench/results/<name>.json and regenerates docs/benchmarks.md.
 BENCHES ?= throughput time_to_accuracy grading

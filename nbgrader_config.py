@@ -19,7 +19,7 @@ c.CourseDirectory.feedback_directory = "feedback"
 c.CourseDirectory.db_url = f"sqlite:///{COURSE_ROOT / 'gradebook.db'}"
 # Files never copied, neither into a release nor from a submission into autograded/. Saved models
 # (*.keras) are copied from submissions, where hidden tests evaluate them; `make release` leaves
-# out the ones a solution run wrote into source/ (cnn_course.course.RELEASE_IGNORE).
+# out the ones a solution run wrote into source/ (cnn_grader.course.RELEASE_IGNORE).
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
 # autograde copies the other files of source/<assignment>/ over each submission; models that a
 # solution run saved there must never replace the student's own (hidden tests evaluate those).
@@ -43,22 +43,24 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
 
-# Autograding runs student code, which is untrusted: cnn_course's SafeExecute replaces nbgrader's
-# Execute with limits on each kernel (see cnn_course.grading). `make grade` can override them.
-c.SafeExecute.memory_limit_mb = 6144  # address-space limit of a grading kernel
-c.SafeExecute.notebook_time_limit = 600  # wall-clock seconds per notebook
-c.SafeExecute.filesystem_sandbox = True  # read-only file system outside the submission, where bubblewrap works
+# Autograding runs student code, which is untrusted: cnn_grader's CheckedExecute replaces nbgrader's
+# Execute. Grade cells run in a checker kernel that never runs student code; the student's kernel runs
+# with limits and, where bubblewrap works, sees only its own submission (see cnn_grader.grading).
+# `make grade` can override the limits.
+c.CheckedExecute.memory_limit_mb = 6144  # address-space limit of each grading kernel
+c.CheckedExecute.notebook_time_limit = 600  # wall-clock seconds per notebook
+c.CheckedExecute.isolate = True  # the bubblewrap sandbox, where it works
 c.LimitOutput.max_lines = 1000
 try:
     from nbconvert.preprocessors import ClearMetadataPreprocessor
     from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
                                         SaveAutoGrades)
 
-    from cnn_course.grading import SafeExecute
+    from cnn_grader.grading import CheckedExecute
 
-    c.Autograde.autograde_preprocessors = [SafeExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+    c.Autograde.autograde_preprocessors = [CheckedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
                                            SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
-except ImportError:  # a student's machine without the course package: validate still works
+except ImportError:  # a student's machine has no grader package: validate still works
     pass
 
 # LMS downloads (`make grade ZIP=...`): files named <student id>_<notebook>.ipynb.

@@ -3,7 +3,7 @@
 For each of the eight solution notebooks in source/ a check function reads the outputs of an
 executed notebook and compares them with
 
-* the published figures (seed courses, see ``cnn_course.models.PUBLISHED_PARAMETER_COUNTS`` and
+* the published figures (seed courses, see ``cnn_grader.references.PUBLISHED_PARAMETER_COUNTS`` and
   :data:`PUBLISHED_ACCURACY`): parameter counts must match exactly; accuracies must reach or beat
   what the notebook's text says they reach or beat;
 * the claims of the notebook's own text about its results ("about 93 %", "model 3 is worst",
@@ -334,7 +334,7 @@ def _full_run(rows: _Rows, notebook) -> None:
 
 
 def _published_counts(name: str) -> tuple[int, int | None, int | None]:
-    from cnn_course.models import PUBLISHED_PARAMETER_COUNTS
+    from cnn_grader.references import PUBLISHED_PARAMETER_COUNTS
 
     return PUBLISHED_PARAMETER_COUNTS[name]
 

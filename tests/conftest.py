@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cnn_course.testing import DATA_HOW_TO, dataset_available
+from cnn_grader.testing import dataset_available, how_to_get
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def skip_without(name: str) -> None:
     """Skip the calling test when data set ``name`` is nowhere to be found, saying how to get it."""
     if not dataset_available(name):
-        pytest.skip(f"{name} is not available here: {DATA_HOW_TO[name]}")
+        pytest.skip(f"{name} is not available here: {how_to_get(name)}")
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Course:
     root: Path
 
     def release(self, assignment: str) -> None:
-        from cnn_course.course import release
+        from cnn_grader.course import release
 
         release(self.root, [assignment])
 
@@ -44,9 +44,10 @@ class Course:
             nbformat.write(notebook, folder / f"{name}.ipynb")
 
     def autograde(self, assignment: str) -> None:
-        from cnn_course.course import run_nbgrader
+        from cnn_grader.course import run_nbgrader
 
-        run_nbgrader(self.root, "autograde", assignment, "--log-level=WARN")
+        run = run_nbgrader(self.root, "autograde", assignment, "--log-level=WARN")
+        assert run.returncode == 0, run.stdout[-3000:]
 
     def scores(self, assignment: str, student: str) -> dict:
         """``{(notebook, grade_id): autograded score}`` for every autograded grade cell of a submission."""

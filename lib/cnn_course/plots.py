@@ -32,6 +32,7 @@ __all__ = [
     "plot_extreme_predictions",
     "plot_confusion_matrix",
     "plot_seconds_per_epoch",
+    "plot_against_published",
 ]
 
 #: Title colour of a correct prediction.
@@ -545,4 +546,3 @@ def plot_against_published(
     return fig
 
 
-__all__ += ["plot_against_published"]

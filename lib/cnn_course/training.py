@@ -45,6 +45,9 @@ __all__ = [
     "cosine_adam",
     "one_cycle_adam",
     "summarize_runs",
+    "model_file",
+    "epoch_accuracy_table",
+    "predict_scores",
 ]
 
 BUDGET_MODES = ("full", "grading", "smoke")
@@ -504,7 +507,6 @@ def epoch_accuracy_table(histories: dict, published: dict | None = None, *, metr
     return table
 
 
-__all__ += ["model_file", "epoch_accuracy_table"]
 
 
 def predict_scores(model, images: np.ndarray, *, batch_size: int = 500) -> np.ndarray:
@@ -535,4 +537,3 @@ def predict_scores(model, images: np.ndarray, *, batch_size: int = 500) -> np.nd
                            for start in range(0, len(images), batch_size)])
 
 
-__all__ += ["predict_scores"]

@@ -1,33 +1,35 @@
-"""Autograding that is safe, incremental and parallel, on top of nbgrader's own commands.
+"""Autograding that can be trusted, and that is safe, incremental and parallel, on nbgrader's own commands.
 
 nbgrader does the grading: ``zip_collect``, ``autograde``, ``generate_feedback`` and ``export``
 run as nbgrader's CLI. This module adds what nbgrader lacks:
 
-* **Limits on each grading kernel** (:class:`SafeExecute`, set in ``nbgrader_config.py``): a
-  per-cell timeout, a wall-clock limit per notebook, an address-space limit on the kernel
-  process, and, where bubblewrap works, a read-only file system outside the submission's folder.
-  A kernel that dies (``os._exit``, a crash, ``exit()``) is restarted, the cells before the one
-  that killed it are run again, and grading goes on: the student loses the points of what broke.
-  Before each grade cell the course's check modules and Python's builtins are restored, so a
-  submission cannot patch the tests.
-* **One submission cannot stop the others**: each submission is graded in its own process with
-  a wall-clock limit; a submission that fails (a malformed notebook, a hung kernel) is graded
-  notebook by notebook, and what still fails scores 0 with the reason written to its feedback.
+* **Grade cells outside the student's process** (:class:`CheckedExecute`, set in
+  ``nbgrader_config.py``): every test cell runs in a checker kernel that never runs student code;
+  the values it reads cross over as data (:mod:`cnn_course.exchange`). No code in a student's cells
+  can make a test pass that its answers alone would fail.
+* **A sandbox for the student's kernel**: a per-cell timeout, a wall-clock limit per notebook, an
+  address-space limit and, where bubblewrap works, a view of its own submission only, without
+  network or sight of other processes (:mod:`cnn_grader.sandbox`). A kernel that dies is restarted,
+  the cells before the one that killed it are run again, and grading goes on.
+* **Suspicious code flagged for a person** (:mod:`cnn_grader.flags`): the grade cells after it keep
+  their score but are marked for manual grading, with a comment that names the notebook, cell and line.
+* **One submission cannot stop the others**: each submission is graded in its own nbgrader process
+  with a wall-clock limit; a submission that fails is graded notebook by notebook, and what still
+  fails scores 0 with the reason written to its feedback.
 * **Incremental**: a submission is graded again only when its files changed.
 * **Parallel** (``jobs`` > 1): students are graded in worker processes, each with its own copy of
-  the SQLite gradebook; the copies are merged into the course's gradebook through nbgrader's API,
-  so SQLite never sees two writers ("database is locked" cannot happen).
+  the SQLite gradebook; the copies are merged into the course's gradebook through nbgrader's API.
 """
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import contextlib
 import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -43,10 +45,16 @@ from nbgrader.preprocessors import Execute
 from sqlalchemy.exc import SAWarning
 from traitlets import Bool, Integer
 
+
+from . import flags as flagging
 from . import sandbox
+from .checker import TRUSTED_NAMES
+from .course import CourseError, assignments as course_assignments, run_nbgrader
 
 __all__ = [
-    "SafeExecute",
+    "CheckedExecute",
+    "free_names",
+    "is_test_cell",
     "GradingLimits",
     "SubmissionResult",
     "CourseError",
@@ -62,52 +70,34 @@ STATE_FILE = ".grading-state.json"
 warnings.filterwarnings("ignore", category=SAWarning, module="nbgrader.api")
 
 
-class CourseError(Exception):
-    """An instructor's error: a missing configuration, source or assignment. The grade command exits 2."""
-
-
 # --------------------------------------------------------------------------------------------
-# The grading kernel
+# The grading kernels: the student's, sandboxed, and the checker, trusted
 # --------------------------------------------------------------------------------------------
 
 class _SandboxedKernelManager(AsyncKernelManager):
-    """Starts the kernel through :func:`cnn_course.sandbox.kernel_command`; interrupts it by message."""
+    """Starts the student's kernel through :func:`cnn_grader.sandbox.kernel_command`.
+
+    The kernel talks over Unix sockets in its private temporary folder (``transport="ipc"``), since
+    the sandbox has no network; its connection file is there too. Interrupts go by message.
+    """
 
     sandbox_options: dict = {}
 
     async def _async_pre_start_kernel(self, **kw):
-        command, kw = await super()._async_pre_start_kernel(**kw)
         options = self.sandbox_options
-        command, extra_environment = sandbox.kernel_command(
+        sockets = os.path.join(options["temporary"], "sockets")
+        os.makedirs(sockets, exist_ok=True)
+        self.transport, self.ip = "ipc", os.path.join(sockets, "kernel")
+        self.connection_file = os.path.join(sockets, "kernel.json")
+        command, kw = await super()._async_pre_start_kernel(**kw)
+        command, extra_environment, isolated = sandbox.kernel_command(
             command, memory_bytes=options["memory_bytes"], writable=options["writable"],
-            temporary=options["temporary"], filesystem_sandbox=options["filesystem_sandbox"])
+            temporary=options["temporary"], isolate=options["isolate"])
+        options["isolated"] = isolated
         kw["env"] = {**(kw.get("env") or os.environ), **extra_environment}
         # Signals stop at bubblewrap; ipykernel also takes an interrupt as a control message.
         self.kernel_spec.interrupt_mode = "message"
         return command, kw
-
-
-# Run silently in the kernel before the student's first cell: keep pristine references.
-_GUARD_SETUP = """
-def __cnn_course_guard():
-    import builtins, importlib, sys
-    pristine_builtins = dict(vars(builtins))
-    reload, modules = importlib.reload, sys.modules
-    def restore(namespace):
-        for name, value in pristine_builtins.items():
-            setattr(builtins, name, value)
-        for name in ("cnn_course.models", "cnn_course.checks"):
-            if name in modules:
-                reload(modules[name])
-        namespace["checks"] = modules.get("cnn_course.checks", namespace.get("checks"))
-        namespace["models"] = modules.get("cnn_course.models", namespace.get("models"))
-    return restore
-__cnn_course_restore = __cnn_course_guard()
-del __cnn_course_guard
-"""
-
-# Run silently before each grade cell.
-_GUARD_RESTORE = "__cnn_course_restore(globals())"
 
 
 def _error_output(name: str, message: str) -> NotebookNode:
@@ -115,19 +105,58 @@ def _error_output(name: str, message: str) -> NotebookNode:
                         traceback=[f"\x1b[0;31m{name}\x1b[0m: {message}"])
 
 
-class SafeExecute(Execute):
-    """nbgrader's Execute preprocessor with limits, kernel restarts and protected grade cells.
+def free_names(source: str) -> list[str]:
+    """The variables a grade cell reads from the notebook: names it loads but never binds, less the trusted ones.
 
-    Configure it in ``nbgrader_config.py`` (``c.SafeExecute.memory_limit_mb = ...``) and put it
-    in place of ``Execute`` in ``c.Autograde.autograde_preprocessors``. The per-cell timeout is
-    nbgrader's ``Execute.timeout``.
+    Args:
+        source: a grade cell's source (the instructor's, from the gradebook).
+
+    Returns:
+        Sorted names; empty when the source does not parse.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    loaded, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return sorted(loaded - bound - TRUSTED_NAMES)
+
+
+def is_test_cell(cell) -> bool:
+    """Whether a cell is an autograder test (a code grade cell that is not the student's answer)."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+class CheckedExecute(Execute):
+    """nbgrader's Execute preprocessor with grade cells run in a trusted checker, limits and kernel restarts.
+
+    Every code cell of the student runs in the student's kernel, under a memory limit and, where
+    bubblewrap works, in the sandbox of :mod:`cnn_grader.sandbox`. Every autograder test cell runs in
+    a second kernel, the checker (:mod:`cnn_grader.checker`), which reads the variables the cell
+    needs from the student's kernel as data only (:mod:`cnn_course.exchange`). The test's outputs
+    go into the notebook as usual, so nbgrader scores them and the feedback shows them.
+
+    Configure it in ``nbgrader_config.py`` (``c.CheckedExecute.memory_limit_mb = ...``) and put it in
+    place of ``Execute`` in ``c.Autograde.autograde_preprocessors``. The per-cell timeout is nbgrader's
+    ``Execute.timeout``.
     """
 
-    memory_limit_mb = Integer(6144, help="Address-space limit of a grading kernel in MiB (0: none).").tag(config=True)
+    memory_limit_mb = Integer(6144, help="Address-space limit of each grading kernel in MiB (0: none).").tag(config=True)
     notebook_time_limit = Integer(
         600, help="Wall-clock seconds for one notebook; cells after it are not run and score 0.").tag(config=True)
-    filesystem_sandbox = Bool(
-        True, help="Run the kernel in bubblewrap (read-only outside the submission) when bwrap works.").tag(config=True)
+    isolate = Bool(
+        True, help="Run the student's kernel in the bubblewrap sandbox (only its submission visible, no network, "
+                   "own process namespace) when bwrap works.").tag(config=True)
     max_kernel_restarts = Integer(3, help="Kernel deaths survived per notebook; after that cells are not run.").tag(
         config=True)
     max_output_characters = Integer(
@@ -137,19 +166,96 @@ class SafeExecute(Execute):
     def preprocess(self, nb, resources=None, km=None):
         self._deadline = time.monotonic() + self.notebook_time_limit
         self._restarts = 0
-        self._temporary = tempfile.mkdtemp(prefix="cnn-course-kernel-")
-        folder = str(Path((resources or {}).get("metadata", {}).get("path") or ".").resolve())
-        self.kernel_manager_class = type("SandboxedKernelManager", (_SandboxedKernelManager,), {
-            "sandbox_options": {"memory_bytes": self.memory_limit_mb * 2**20, "writable": [folder],
-                                "temporary": self._temporary, "filesystem_sandbox": self.filesystem_sandbox}})
+        self._temporary = tempfile.mkdtemp(prefix="cnn-grader-kernel-")
+        self._exchange = os.path.join(self._temporary, "exchange")
+        os.makedirs(self._exchange)
+        self._folder = str(Path((resources or {}).get("metadata", {}).get("path") or ".").resolve())
+        self._sandbox_options = {"memory_bytes": self.memory_limit_mb * 2**20, "writable": [self._folder],
+                                 "temporary": self._temporary, "isolate": self.isolate}
+        self.kernel_manager_class = type("SandboxedKernelManager", (_SandboxedKernelManager,),
+                                         {"sandbox_options": self._sandbox_options})
+        self._checker_km = self._checker_kc = None
+        self._requests = 0
         try:
             return super().preprocess(nb, resources, km)
         finally:
+            self._stop_checker()
             shutil.rmtree(self._temporary, ignore_errors=True)
 
-    def _run_silently(self, code: str) -> None:
-        """Run code in the kernel without touching the notebook (no outputs, no history)."""
-        self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False, allow_stdin=False))
+    # -- the checker kernel -------------------------------------------------------------------
+
+    def _start_checker(self) -> None:
+        from jupyter_core.utils import run_sync
+
+        manager = AsyncKernelManager(kernel_name=self.kernel_name or "python3")
+        run_sync(manager.start_kernel)(cwd=self._folder, extra_arguments=list(self.extra_arguments),
+                                       env={**os.environ, "MPLBACKEND": "agg"})
+        client = manager.client()
+        client.start_channels()
+        run_sync(client.wait_for_ready)(timeout=self.startup_timeout)
+        self._checker_km, self._checker_kc = manager, client
+        # The imports happen here, silently: TensorFlow's start-up lines on stderr would fail the first grade cell.
+        setup = ("from cnn_grader.checker import Checker as __Checker, trusted_namespace as __trusted\n"
+                 f"__checker = __Checker({self.km.connection_file!r}, {self._exchange!r}, {self.timeout or 120})\n"
+                 "__trusted()\n"
+                 "del __Checker, __trusted")
+        self._run_silently(setup, client)
+
+    def _stop_checker(self) -> None:
+        from jupyter_core.utils import run_sync
+
+        if self._checker_km is None:
+            return
+        with contextlib.suppress(Exception):
+            self._checker_kc.stop_channels()
+        with contextlib.suppress(Exception):
+            run_sync(self._checker_km.shutdown_kernel)(now=True)
+        self._checker_km = self._checker_kc = None
+
+    def _run_silently(self, code: str, client=None) -> dict | None:
+        """Run code in a kernel (default the student's) without touching the notebook; returns the reply."""
+        student_kc = self.kc
+        self.kc = client or student_kc
+        try:
+            return self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False, allow_stdin=False))
+        finally:
+            self.kc = student_kc
+
+    def _run_test_cell(self, cell, resources, index):
+        """Export the values the test reads from the student's kernel, then run the test in the checker."""
+        self._requests += 1
+        manifest = f"values-{self._requests}.json"
+        names = free_names(cell.source)
+        export = ("import cnn_course.exchange as __cnn_course_exchange\n"
+                  f"__cnn_course_exchange.export_names({names!r}, globals(), {self._exchange!r}, {manifest!r})\n"
+                  "del __cnn_course_exchange")
+        reply = self._run_silently(export)
+        if reply is None or reply["content"].get("status") != "ok":
+            content = (reply or {}).get("content", {})
+            cell.outputs = [_error_output(
+                "ExportError", "The values this test reads could not be taken from your notebook "
+                f"({content.get('ename', 'no reply')}: {str(content.get('evalue', ''))[:300]}). "
+                "Did a cell change how the kernel runs?")]
+            return cell, resources
+        if self._checker_km is None:
+            self._start_checker()
+        student_km, student_kc, source = self.km, self.kc, cell.source
+        self.km, self.kc = self._checker_km, self._checker_kc
+        cell.source = f"__checker.receive(globals(), {manifest!r})\n{source}"
+        try:
+            cell, resources = super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            cell.outputs.append(_error_output(
+                "CheckerDied", f"The checker stopped while reading your answers (a model too large for the memory "
+                               f"limit of {self.memory_limit_mb:,} MiB?)."))
+            self.km, self.kc = student_km, student_kc
+            self._stop_checker()
+        finally:
+            cell.source = source
+            self.km, self.kc = student_km, student_kc
+        return cell, resources
+
+    # -- every cell ---------------------------------------------------------------------------
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code":
@@ -163,11 +269,10 @@ class SafeExecute(Execute):
             cell.outputs = [_error_output("KernelDied", "Not run: the kernel died too often in this notebook.")]
             return cell, resources
         try:
-            if index == self._first_code_cell():
-                self._run_silently(_GUARD_SETUP)
-            if cell.metadata.get("nbgrader", {}).get("grade"):
-                self._run_silently(_GUARD_RESTORE)
-            cell, resources = super().preprocess_cell(cell, resources, index)
+            if is_test_cell(cell):
+                cell, resources = self._run_test_cell(cell, resources, index)
+            else:
+                cell, resources = super().preprocess_cell(cell, resources, index)
             self._limit_output(cell)
             return cell, resources
         except DeadKernelError:
@@ -187,26 +292,21 @@ class SafeExecute(Execute):
                 cut = len(output.text) - limit
                 output.text = output.text[:limit] + f"\n... [{cut:,} more characters cut by the grader]\n"
 
-    def _first_code_cell(self) -> int:
-        return next((i for i, c in enumerate(self.nb.cells) if c.cell_type == "code"), -1)
-
     def _restart_and_replay(self, index: int) -> None:
-        """A fresh kernel, with the code cells before ``index`` run again (their outputs stay as they were)."""
+        """A fresh student kernel, with the student's cells before ``index`` run again (outputs stay as they were)."""
         from jupyter_core.utils import run_sync
 
         run_sync(self.km.restart_kernel)(now=True)
         run_sync(self.kc.wait_for_ready)(timeout=self.startup_timeout)
-        self._run_silently(_GUARD_SETUP)
         for earlier in self.nb.cells[:index]:
-            if earlier.cell_type == "code" and not any(o.get("ename") in ("KernelDied", "CellTimeoutError")
-                                                       for o in earlier.outputs):
+            if earlier.cell_type == "code" and not is_test_cell(earlier) and not any(
+                    o.get("ename") in ("KernelDied", "CellTimeoutError") for o in earlier.outputs):
                 try:
                     self._run_silently(earlier.source)
                 except DeadKernelError:
                     self._restarts += 1
                     run_sync(self.km.restart_kernel)(now=True)
                     run_sync(self.kc.wait_for_ready)(timeout=self.startup_timeout)
-                    self._run_silently(_GUARD_SETUP)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +315,7 @@ class SafeExecute(Execute):
 
 @dataclass(frozen=True)
 class GradingLimits:
-    """Limits of the grade command; the per-kernel ones are passed to :class:`SafeExecute`.
+    """Limits of the grade command; the per-kernel ones are passed to :class:`CheckedExecute`.
 
     Attributes:
         submission_seconds: wall-clock seconds for all notebooks of one submission.
@@ -230,8 +330,8 @@ class GradingLimits:
     memory_mb: int = 6144
 
     def nbgrader_arguments(self) -> list[str]:
-        return [f"--Execute.timeout={self.cell_seconds}", f"--SafeExecute.notebook_time_limit={self.notebook_seconds}",
-                f"--SafeExecute.memory_limit_mb={self.memory_mb}"]
+        return [f"--Execute.timeout={self.cell_seconds}", f"--CheckedExecute.notebook_time_limit={self.notebook_seconds}",
+                f"--CheckedExecute.memory_limit_mb={self.memory_mb}"]
 
 
 @dataclass
@@ -243,6 +343,7 @@ class SubmissionResult:
     graded: bool = False
     skipped_unchanged: bool = False
     problems: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -252,24 +353,6 @@ def submission_digest(folder: Path) -> str:
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".ipynb_checkpoints" not in p.parts):
         digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
-
-
-def _nbgrader(root: Path, *arguments: str, timeout: float | None = None, db: Path | None = None) -> subprocess.CompletedProcess:
-    """Run nbgrader in ``root`` (own process group, killed whole on timeout); output is captured."""
-    from .course import nbgrader_command
-
-    database = [f"--CourseDirectory.db_url=sqlite:///{db}"] if db is not None else []
-    command, environment = nbgrader_command(*arguments, *database)
-    process = subprocess.Popen(command, cwd=root, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        raise subprocess.TimeoutExpired(command, timeout, output=output) from None
-    return subprocess.CompletedProcess(command, process.returncode, output, None)
 
 
 def _gradebook_url(path: Path) -> str:
@@ -285,18 +368,36 @@ def _notebook_problem(path: Path) -> str | None:
     return None
 
 
+def _remove_links(folder: Path, result: SubmissionResult) -> None:
+    """Delete symbolic links from a submission: a link could point nbgrader's copy at another student's files."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            path.unlink()
+            result.problems.append(f"{path.relative_to(folder)} is a symbolic link; it was removed, hand in files")
+
+
+def _is_test_cell_at(submitted: Path, flag) -> bool:
+    """Whether a flag is in an autograder test cell, whose source nbgrader replaces by the instructor's."""
+    try:
+        return is_test_cell(nbformat.read(submitted / flag.notebook, as_version=4).cells[flag.cell - 1])
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def _grade_one(root: Path, result: SubmissionResult, db: Path, limits: GradingLimits) -> None:
-    """Autograde one submission into ``db``: whole, and notebook by notebook if the whole fails."""
+    """Autograde one submission into ``db``: whole, and notebook by notebook if the whole fails; then flag."""
     started = time.monotonic()
+    submitted = root / "submitted" / result.student / result.assignment
+    _remove_links(submitted, result)
+    found = [flag for flag in flagging.flag_submission(submitted) if not _is_test_cell_at(submitted, flag)]
     base = ["autograde", result.assignment, f"--student={result.student}", "--force", *limits.nbgrader_arguments()]
     try:
-        run = _nbgrader(root, *base, timeout=limits.submission_seconds, db=db)
+        run = run_nbgrader(root, *base, timeout=limits.submission_seconds, db=db)
         failed = run.returncode != 0 or "There was an error processing assignment" in run.stdout
     except subprocess.TimeoutExpired:
         result.problems.append(f"grading stopped after the submission's limit of {limits.submission_seconds} s")
         failed = True
     if failed:
-        submitted = root / "submitted" / result.student / result.assignment
         for notebook in sorted(submitted.glob("*.ipynb")):
             problem = _notebook_problem(notebook)
             if problem:
@@ -304,12 +405,13 @@ def _grade_one(root: Path, result: SubmissionResult, db: Path, limits: GradingLi
                 continue
             remaining = limits.submission_seconds - (time.monotonic() - started)
             try:
-                run = _nbgrader(root, *base, f"--notebook={notebook.stem}", timeout=max(remaining, 1), db=db)
+                run = run_nbgrader(root, *base, f"--notebook={notebook.stem}", timeout=max(remaining, 1), db=db)
                 if run.returncode != 0:
                     result.problems.append(f"{notebook.name} could not be autograded: {_last_error(run.stdout)}")
             except subprocess.TimeoutExpired:
                 result.problems.append(f"{notebook.name}: stopped at the submission's time limit")
     _zero_ungraded(db, result)
+    _mark_flagged(db, result, found, submitted)
     result.graded = True
     result.seconds = time.monotonic() - started
 
@@ -337,6 +439,43 @@ def _zero_ungraded(db: Path, result: SubmissionResult) -> None:
                 if grade.auto_score is None and grade.cell.cell_type == "code":
                     grade.auto_score = 0
                     grade.needs_manual_grade = False
+        gradebook.db.commit()
+
+
+def _mark_flagged(db: Path, result: SubmissionResult, found: list, submitted: Path) -> None:
+    """Mark the grade cells after each flagged line for manual grading, with a comment naming where the code is.
+
+    The autograded scores stay. The comment goes to the answer cell at or before the flagged cell (the
+    first answer cell of the notebook when there is none before it), where the formgrader shows it.
+    """
+    from nbgrader.api import Gradebook, MissingEntry
+
+    if not found:
+        return
+    result.flags = [flag.describe() for flag in found]
+    with Gradebook(_gradebook_url(db)) as gradebook:
+        for name in sorted({flag.notebook for flag in found}):
+            try:
+                cells = nbformat.read(submitted / name, as_version=4).cells
+                notebook = gradebook.find_submission_notebook(Path(name).stem, result.assignment, result.student)
+            except (MissingEntry, OSError, ValueError):
+                continue
+            grades = {grade.name: grade for grade in notebook.grades}
+            comments = {comment.name: comment for comment in notebook.comments}
+            ids = [cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") for cell in cells]
+            for flag in (flag for flag in found if flag.notebook == name):
+                after = [grade_id for grade_id in ids[flag.cell - 1:]
+                         if grade_id in grades and grades[grade_id].cell.cell_type == "code"]
+                for grade_id in after:
+                    grades[grade_id].needs_manual_grade = True
+                answers = [grade_id for grade_id in ids[:flag.cell] if grade_id in comments] or \
+                          [grade_id for grade_id in ids if grade_id in comments]
+                if answers:
+                    comment = comments[answers[-1] if answers[-1] in ids[:flag.cell] else answers[0]]
+                    text = (f"Flagged for a person: {flag.describe()}. The grade cells after it keep their autograded "
+                            f"score and need a manual look: {', '.join(after) or 'none'}.")
+                    comment.auto_comment = "\n\n".join(filter(None, [comment.auto_comment, text]))
+            notebook.flagged = True
         gradebook.db.commit()
 
 
@@ -387,7 +526,7 @@ def _save_state(root: Path, state: dict) -> None:
 def _register_assignment(root: Path, assignment: str) -> None:
     """Record the assignment and its grade cells in the gradebook (generate_assignment into a scratch folder)."""
     with tempfile.TemporaryDirectory(prefix="cnn-course-release-") as scratch:
-        run = _nbgrader(root, "generate_assignment", assignment, "--force",
+        run = run_nbgrader(root, "generate_assignment", assignment, "--force",
                         f"--CourseDirectory.release_directory={scratch}")
     if run.returncode != 0:
         raise CourseError(f"nbgrader generate_assignment {assignment} failed:\n{run.stdout[-2000:]}")
@@ -407,7 +546,7 @@ def collect_zip(root: Path, assignment: str, archive: Path) -> None:
     folder = root / "downloaded" / assignment / "archive"
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(archive, folder / archive.name)
-    run = _nbgrader(root, "zip_collect", assignment, "--force")
+    run = run_nbgrader(root, "zip_collect", assignment, "--force")
     if run.returncode != 0:
         raise CourseError(f"nbgrader zip_collect {assignment} failed:\n{run.stdout[-2000:]}")
 
@@ -444,7 +583,6 @@ def grade(root: Path, *, assignments: list[str] | None = None, jobs: int = 1, zi
         CourseError: no ``nbgrader_config.py``, an unknown assignment, or a failing nbgrader step
             that is the instructor's (generate_assignment, zip_collect).
     """
-    from .course import assignments as course_assignments
     from nbgrader.api import Gradebook
 
     root = Path(root).resolve()
@@ -468,8 +606,10 @@ def grade(root: Path, *, assignments: list[str] | None = None, jobs: int = 1, zi
         key = f"{assignment}/{student}"
         digest = submission_digest(folder)
         graded_before = (root / "autograded" / student / assignment).is_dir()
-        if state.get(key) == digest and graded_before:
+        before = state.get(key) if isinstance(state.get(key), dict) else {"digest": state.get(key)}
+        if before.get("digest") == digest and graded_before:
             result.skipped_unchanged = True
+            result.flags = list(before.get("flags", []))
         else:
             todo.append((result, digest))
         results.append(result)
@@ -510,7 +650,7 @@ def grade(root: Path, *, assignments: list[str] | None = None, jobs: int = 1, zi
                 merge_gradebook(copy, database, [result for result, _ in shards[index]])
 
     for result, digest in todo:
-        state[f"{result.assignment}/{result.student}"] = digest
+        state[f"{result.assignment}/{result.student}"] = {"digest": digest, "flags": result.flags}
     _save_state(root, state)
     _finish(root, results, feedback=feedback, export=export, log=log)
     return results
@@ -524,22 +664,50 @@ def _finish(root: Path, results: list[SubmissionResult], *, feedback: bool, expo
         for result in graded:
             shutil.rmtree(root / "feedback" / result.student / result.assignment, ignore_errors=True)
         for assignment in sorted({result.assignment for result in graded}):
-            run = _nbgrader(root, "generate_feedback", assignment)
+            run = run_nbgrader(root, "generate_feedback", assignment)
             if run.returncode != 0:
                 log(f"warning: nbgrader generate_feedback {assignment} failed: {_last_error(run.stdout)}")
+    isolated = sandbox.bubblewrap_works()
     for result in graded:
         report = root / "feedback" / result.student / result.assignment / "grading-problems.txt"
-        if result.problems:
+        notes = [*result.problems, *([] if isolated else [NO_ISOLATION_NOTE])]
+        if notes:
             report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text("Problems found while grading this submission:\n"
-                              + "".join(f"- {problem}\n" for problem in result.problems))
+            report.write_text("Notes from grading this submission:\n" + "".join(f"- {note}\n" for note in notes))
         elif report.exists():
             report.unlink()
     target = export or root / "grades.csv"
-    run = _nbgrader(root, "export", f"--CsvExportPlugin.to={target}")
+    run = run_nbgrader(root, "export", f"--CsvExportPlugin.to={target}")
     if run.returncode != 0:
         log(f"warning: nbgrader export failed: {_last_error(run.stdout)}")
+    else:
+        _add_flagged_column(target, results)
     _print_summary(root, results, target, log)
+    if not isolated:
+        log(f"\nwarning: {NO_ISOLATION_NOTE} Install bubblewrap (apt-get install bubblewrap) to sandbox grading.")
+
+
+#: What a submission's feedback says when its kernel ran without the sandbox.
+NO_ISOLATION_NOTE = ("Grading ran without isolation: bubblewrap could not run on the grading machine, so the "
+                     "notebook's kernel was not kept from the machine's files, network and processes.")
+
+
+def _add_flagged_column(path: Path, results: list[SubmissionResult]) -> None:
+    """Add a ``flagged`` column to nbgrader's grades CSV: how many lines of each submission were flagged."""
+    import csv
+
+    flagged = {(result.assignment, result.student): len(result.flags) for result in results}
+    with open(path, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    if not rows:
+        return
+    fields = [name for name in rows[0] if name != "flagged"] + ["flagged"]
+    for row in rows:
+        row["flagged"] = flagged.get((row.get("assignment"), row.get("student_id")), 0)
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _print_summary(root: Path, results: list[SubmissionResult], export: Path, log) -> None:
@@ -554,11 +722,14 @@ def _print_summary(root: Path, results: list[SubmissionResult], export: Path, lo
             except MissingEntry:
                 score, maximum = float("nan"), float("nan")
             status = "unchanged" if result.skipped_unchanged else ("problems" if result.problems else "graded")
-            rows.append((result.student, result.assignment, score, maximum, status))
+            rows.append((result.student, result.assignment, score, maximum, len(result.flags), status))
     log("")
-    log(f"{'student':<20} {'assignment':<14} {'score':>7} {'max':>6}  status")
-    for student, assignment, score, maximum, status in rows:
-        log(f"{student:<20} {assignment:<14} {score:>7.2f} {maximum:>6.1f}  {status}")
+    log(f"{'student':<20} {'assignment':<14} {'score':>7} {'max':>6} {'flagged':>7}  status")
+    for student, assignment, score, maximum, flagged, status in rows:
+        log(f"{student:<20} {assignment:<14} {score:>7.2f} {maximum:>6.1f} {flagged:>7}  {status}")
+    for result in results:
+        for flag in result.flags:
+            log(f"  flagged for a person, {result.student}: {flag}")
     log(f"\nGrades: {export}\nFeedback: {root / 'feedback'}/<student>/<assignment>/")
     for result in results:
         for path in sorted((root / "feedback" / result.student / result.assignment).glob("*")):

