@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnn_course import data, models, training
+from cnn_grader import references
 
 MODELS = {"cnn2_mnist": 32, "mnist_cnn_99": 128}
 
@@ -78,7 +79,7 @@ class _EpochCpuTimer(training.EpochTimer):
 
 
 def _compiled(name: str) -> keras.Model:
-    model = models.build(name)
+    model = references.build(name)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -131,7 +132,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating runs per path and model")
     parser.add_argument("--images", type=int, default=8_000, help="MNIST training images per epoch")
     parser.add_argument("--models", nargs="*", metavar="NAME:BATCH",
-                        help="architectures of cnn_course.models with their batch sizes (default: "
+                        help="architectures of cnn_grader.references with their batch sizes (default: "
                              + " ".join(f"{name}:{batch}" for name, batch in MODELS.items()) + ")")
     parser.add_argument("--name", default="throughput", help="the result file's name (default: throughput)")
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ Fashion-MNIST. Runs, one after another in this process, on the full training set
   (Adam 0.001 with a cosine fall over 10 epochs, batch 128, ``cnn_course.training.fit``);
 * ``keras mnist_convnet``: the Keras example's recipe as published (34,826 parameters, Adam,
   batch 128, 15 epochs, 10 % validation split, plain ``model.fit``), the reference peer;
-* ``fast_cnn``: the course's design for accuracy per CPU second (``models.fast_cnn``, one-cycle
+* ``fast_cnn``: the course's design for accuracy per CPU second (``references.fast_cnn``, one-cycle
   Adam with a peak of 0.01, batch 128, ``cnn_course.training.fit``): 2 epochs on MNIST, 8 on
   Fashion-MNIST;
 * ``keras mnist_convnet`` on Fashion-MNIST, as the peer there.
@@ -31,7 +31,8 @@ from common import write_result
 import keras
 import numpy as np
 
-from cnn_course import data, models, training
+from cnn_course import data, training
+from cnn_grader import references
 
 
 class TestAccuracyClock(training.EpochTimer):
@@ -79,11 +80,11 @@ def _one_cycle(max_learning_rate):
 
 
 RUNS = [
-    Run("course mnist_cnn_99", "mnist", 0.992, models.mnist_cnn_99, 10, 128, "course", _cosine),
-    Run("keras mnist_convnet", "mnist", 0.992, models.keras_mnist_convnet, 15, 128, "keras"),
-    Run("fast_cnn", "mnist", 0.992, models.fast_cnn, 2, 128, "course", _one_cycle(0.01)),
-    Run("keras mnist_convnet", "fashion_mnist", 0.92, models.keras_mnist_convnet, 15, 128, "keras"),
-    Run("fast_cnn", "fashion_mnist", 0.92, models.fast_cnn, 8, 128, "course", _one_cycle(0.01)),
+    Run("course mnist_cnn_99", "mnist", 0.992, references.mnist_cnn_99, 10, 128, "course", _cosine),
+    Run("keras mnist_convnet", "mnist", 0.992, references.keras_mnist_convnet, 15, 128, "keras"),
+    Run("fast_cnn", "mnist", 0.992, references.fast_cnn, 2, 128, "course", _one_cycle(0.01)),
+    Run("keras mnist_convnet", "fashion_mnist", 0.92, references.keras_mnist_convnet, 15, 128, "keras"),
+    Run("fast_cnn", "fashion_mnist", 0.92, references.fast_cnn, 8, 128, "course", _one_cycle(0.01)),
 ]
 
 

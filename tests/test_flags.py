@@ -77,7 +77,8 @@ HOSTILE = [
      "defines __bool__ (objects that pass any truth test)"),
     ("defines_instancecheck", "class Meta(type):\n    def __instancecheck__(cls, obj):\n        return True", 2,
      "defines __instancecheck__ (classes that pass any isinstance check)"),
-    ("answer_subclass", "class Anything(float):\n    pass", 1, "subclasses float (answers that can pretend to be right)"),
+    ("answer_subclass", "class Anything(float):\n    pass", 1,
+     "subclasses float (answers that can pretend to be right)"),
     # monkeypatching imported modules
     ("patch_keras", "import keras\n\nkeras.Model.count_params = lambda self: 251_210", 3,
      "changes keras.Model.count_params (monkeypatch)"),
@@ -379,3 +380,56 @@ def test_a_cell_that_does_not_parse_yields_no_flags(source):
 def test_magic_and_python_mixed_in_one_logical_line_parse_like_ipython():
     # A line that starts with % inside brackets is the modulo operator, not a magic.
     assert flag_source("x = (7\n% 2)\n!ls\nimport pty") == [(4, "imports pty")]
+
+
+def test_a_cell_with_too_much_ipython_syntax_is_flagged_as_a_whole(monkeypatch):
+    import cnn_grader.flags as flags
+
+    monkeypatch.setattr(flags, "_TOKENIZE_BUDGET", 100)
+    source = "\n".join(["x = 1", "!echo )"] * 20 + ["import ctypes"])
+    assert flag_source(source) == [(1, "has too much IPython syntax to check (look at the whole cell)")]
+
+
+def test_flag_notebook_accepts_a_plain_dict_with_list_sources():
+    notebook = {"cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": ["import ctypes"]},
+        {"cell_type": "code", "metadata": {"nbgrader": {"grade_id": "answer"}}, "outputs": [],
+         "source": ["x = 1\n", "import gc\n"]},
+        {"cell_type": "raw", "metadata": {}, "source": "import socket"},
+    ]}
+    assert flag_notebook(notebook, "n.ipynb") == [Flag("n.ipynb", 2, "answer", 2, "imports gc")]
+
+
+def _nbgrader_cell(source, grade_id, **flags):
+    cell = new_code_cell(source)
+    cell.metadata["nbgrader"] = {"grade_id": grade_id, "schema_version": 3, "grade": False, "solution": False,
+                                 "locked": False, **flags}
+    return cell
+
+
+def test_flag_submission_leaves_out_cells_that_autograde_overwrites(tmp_path):
+    course = tmp_path / "course"
+    (course / "source" / "a1").mkdir(parents=True)
+    hidden_test = "### BEGIN HIDDEN TESTS\nfrom cnn_grader import references\n### END HIDDEN TESTS"
+    nbformat.write(new_notebook(cells=[
+        _nbgrader_cell("from cnn_course import checks", "setup", locked=True),
+        _nbgrader_cell("answer = 42", "answer", solution=True),
+        _nbgrader_cell(hidden_test, "test_answer", grade=True, locked=True, points=1),
+    ]), course / "source" / "a1" / "nb.ipynb")
+    submission = course / "submitted" / "student" / "a1"
+    submission.mkdir(parents=True)
+    nbformat.write(new_notebook(cells=[
+        _nbgrader_cell("from cnn_course import checks\nimport ctypes", "setup", locked=True),  # replaced by autograde
+        _nbgrader_cell("answer = 42\nimport gc", "answer", solution=True),                   # the student's answer
+        _nbgrader_cell("import socket", "not_in_the_source", locked=True),                   # only claims to be locked
+        _nbgrader_cell(hidden_test, "test_answer", grade=True, locked=True, points=1),       # replaced by autograde
+    ]), submission / "nb.ipynb")
+
+    assert [(flag.cell, flag.reason) for flag in flag_submission(submission)] == [
+        (2, "imports gc"), (3, "imports socket")]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "nb.ipynb").write_bytes((submission / "nb.ipynb").read_bytes())
+    assert [(flag.cell, flag.reason) for flag in flag_submission(elsewhere)] == [
+        (1, "imports ctypes"), (2, "imports gc"), (3, "imports socket"), (4, "imports cnn_grader")]

@@ -239,12 +239,20 @@ plt.plot([1, 2, 3])
 plt.close("all")"""
 
 
-def _with_cell(notebook, code: str):
+def _with_cell(notebook, code: str, metadata: dict | None = None):
     """The notebook with one more code cell, just before its first grade cell."""
     notebook = copy.deepcopy(notebook)
     first_test = next(i for i, cell in enumerate(notebook.cells) if cell.metadata["nbgrader"].get("grade"))
-    notebook.cells.insert(first_test, new_code_cell(code))
+    notebook.cells.insert(first_test, new_code_cell(code, metadata=metadata or {}))
     return notebook
+
+
+def forged_test_cell(root: Path) -> str:
+    """A cell whose metadata claims it is a locked grade cell: were it run by the checker, it would escape."""
+    return f"""
+import pathlib
+pathlib.Path({str(root / "escaped.txt")!r}).write_text("ran outside the sandbox")
+answer = 42"""
 
 
 @pytest.fixture(scope="module")
@@ -296,9 +304,11 @@ def corpus(tmp_path_factory, listening_port):
     corpus_attacks = attacks(root, listening_port)
     for student, code in corpus_attacks.items():
         submit(student, {name: _with_cell(notebook, code) for name, notebook in blank.items()})
+    forged = _meta("forged_test", grade=True, locked=True, points=1)
+    submit("forged_test_cell", {"numbers": _with_cell(blank["numbers"], forged_test_cell(root), forged)})
     results = {result.student + "/" + result.assignment: result
                for result in grade(root, jobs=2, limits=LIMITS, log=lambda line: None)}
-    return root, results, sorted(corpus_attacks)
+    return root, results, sorted([*corpus_attacks, "forged_test_cell"])
 
 
 def _scores(root: Path) -> dict:
@@ -340,6 +350,13 @@ def test_correct_answers_score_full_marks_with_or_without_harmless_extra_code(co
         assert results[f"{student}/numbers"].flags == [] and results[f"{student}/model"].flags == []
 
 
+def test_a_cell_that_claims_to_be_a_test_still_runs_in_the_sandbox(corpus):
+    root, _, _ = corpus
+    if bubblewrap_works():
+        assert not (root / "escaped.txt").exists()
+    assert sum(score for score, _ in _scores(root)["forged_test_cell"].values()) == 0
+
+
 def test_every_tampering_is_flagged_for_a_person(corpus):
     root, results, names = corpus
     for name in names:
@@ -347,6 +364,7 @@ def test_every_tampering_is_flagged_for_a_person(corpus):
     rows = list(csv.DictReader((root / "grades.csv").open()))
     flagged = {(row["student_id"], row["assignment"]): int(row["flagged"]) for row in rows}
     assert all(flagged[(name, "numbers")] > 0 for name in names)
+    assert len(names) >= 19
     assert flagged[("solution_with_extras", "numbers")] == 0 and flagged[("solution", "model")] == 0
 
 

@@ -1,7 +1,8 @@
 """Code in a submission that a person should look at before its grades are trusted.
 
 Before autograding, the code cells of each student notebook are read with Python's own parser
-(:mod:`ast`, never regular expressions) and every construct that could tamper with grading is
+(:mod:`ast`; regular expressions only recognize IPython's prompts and ``obj?`` help, as IPython
+itself does) and every construct that could tamper with grading is
 *flagged*: IPython's hooks, the import system, the interpreter's hooks, imports of modules a
 course notebook never needs, code built at run time, function and frame internals, objects
 that compare equal to anything, changes to imported library modules (monkeypatching), process
@@ -18,7 +19,7 @@ escapes, ``obj?`` help, pasted prompts, cell magics): those lines are replaced b
 of the same line count, so line numbers stay those of the cell. A cell that still does not
 parse is not flagged: the kernel fails on it too and nothing in it runs. What magics do is
 checked separately (a ``%run``, a ``%%bash`` cell, the code of ``%time``, paths in a shell
-command).
+command). A flag names a line; the reason is a short phrase such as ``"imports ctypes"``.
 
 Only the standard library and :mod:`nbformat` are used.
 """
@@ -269,7 +270,8 @@ def flag_source(source: str) -> list[tuple[int, str]]:
 
     IPython syntax does not crash it: magics, shell escapes (``!ls``), ``obj?`` help and pasted
     prompts become neutral Python of the same line count before parsing. A cell that still does
-    not parse yields no flags (the kernel fails on it as well, so nothing in it runs).
+    not parse yields no flags (the kernel fails on it as well, so nothing in it runs). A cell
+    with so much IPython syntax that rewriting it would take seconds gets one flag on line 1.
 
     Imported names are those of the cell itself plus a default set (``np``, ``keras``, ``tf``,
     ``layers``, ``checks``, ``models``, ``data``, ``plots``, ``training``, ``math``, ``os``,
@@ -312,10 +314,15 @@ def flag_notebook(notebook, name: str) -> list[Flag]:
         AttributeError: ``notebook`` is not a mapping. Cells of any content are accepted; a cell
         that is not a mapping is skipped.
     """
+    return _flag_notebook(notebook, name, frozenset())
+
+
+def _flag_notebook(notebook, name: str, overwritten: frozenset[str]) -> list[Flag]:
+    """:func:`flag_notebook`, leaving out the cells whose grade id is in ``overwritten``."""
     context = _Context(patch_roots=set(), course={})
     cells = []
     for index, cell in enumerate(notebook.get("cells") or [], start=1):
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code" or _grade_id(cell) in overwritten:
             continue
         source = cell.get("source", "")
         if isinstance(source, list):
@@ -342,19 +349,48 @@ def flag_submission(folder) -> list[Flag]:
         file that cannot be read as a notebook (not JSON, not nbformat, unreadable) is skipped:
         another part of the grader reports it.
 
+        When ``folder`` is a submission of an nbgrader course (``<course>/submitted/<student>/<assignment>``)
+        and the assignment's source notebook exists (``<course>/source/<assignment>/<notebook>``),
+        the cells whose grade id names a locked cell of the source notebook (its grade cells and
+        read-only cells) are left out: nbgrader's autograde replaces their source with the
+        instructor's, so what a student wrote there never runs. A cell that merely claims to be
+        locked in its own metadata is checked like any other.
+
     Raises:
         OSError: ``folder`` cannot be listed.
     """
+    folder = Path(folder)
     flags = []
-    for path in sorted(Path(folder).glob("*.ipynb")):
+    for path in sorted(folder.glob("*.ipynb")):
         if not path.is_file():
             continue
         try:
             notebook = nbformat.read(path, as_version=4)
         except Exception:  # noqa: BLE001 -- any failure to read means "not a notebook": skip it
             continue
-        flags.extend(flag_notebook(notebook, path.name))
+        flags.extend(_flag_notebook(notebook, path.name, _overwritten_cells(folder, path.name)))
     return sorted(flags, key=lambda flag: (flag.notebook, flag.cell, flag.line, flag.reason))
+
+
+def _overwritten_cells(folder: Path, name: str) -> frozenset[str]:
+    """Grade ids of the cells autograde overwrites: the locked cells of the source notebook (as
+    ``nbgrader.utils.is_locked`` decides), when ``folder`` is ``<course>/submitted/<student>/<assignment>``."""
+    folder = Path(folder).absolute()
+    if len(folder.parents) < 3 or folder.parents[1].name != "submitted":
+        return frozenset()
+    try:
+        source = nbformat.read(folder.parents[2] / "source" / folder.name / name, as_version=4)
+    except Exception:  # noqa: BLE001 -- no readable source notebook: nothing is known to be overwritten
+        return frozenset()
+    locked = set()
+    for cell in source.get("cells") or []:
+        metadata = cell.get("metadata") if isinstance(cell, dict) else None
+        nbgrader_metadata = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+        if not isinstance(nbgrader_metadata, dict) or nbgrader_metadata.get("solution"):
+            continue
+        if (nbgrader_metadata.get("grade") or nbgrader_metadata.get("locked")) and _grade_id(cell):
+            locked.add(_grade_id(cell))
+    return frozenset(locked)
 
 
 def _grade_id(cell) -> str | None:
@@ -375,6 +411,17 @@ class _Cell:
     tree: ast.Module | None                 # None: the cell's body is not Python (a %%bash cell)
     magics: list[tuple[int, str]] = field(default_factory=list)   # (line, "%name args" / "!cmd")
     snippets: list[tuple[int, ast.Module]] = field(default_factory=list)   # code given to %time & co.
+    notes: list[tuple[int, str]] = field(default_factory=list)   # flags about the cell as a whole
+
+
+#: Lines the tokenizer may read while rewriting one cell's IPython syntax; beyond it the cell is
+#: flagged as a whole instead of checked (IPython's one-at-a-time rewriting is quadratic).
+_TOKENIZE_BUDGET = 250_000
+_TOO_MUCH_SYNTAX = "has too much IPython syntax to check (look at the whole cell)"
+
+
+class _TooMuchSyntax(Exception):
+    """Rewriting a cell's IPython syntax would take too long."""
 
 
 def _parse(code: str) -> ast.Module | None:
@@ -402,8 +449,11 @@ def _prepare(source: str) -> _Cell | None:
             return _Cell(None, magics)         # %%bash & co.: the body is not Python
         lines[first] = ""
         lines = _strip_prompts(_dedent(lines))    # the body is a cell of its own to IPython
-    if not _rewrite_all(lines, magics):           # IPython's token transforms
-        return None
+    try:
+        if not _rewrite_all(lines, magics):       # IPython's token transforms
+            return None
+    except _TooMuchSyntax:
+        return _Cell(None, notes=[(1, _TOO_MUCH_SYNTAX)])
     tree = _parse("\n".join(lines))
     if tree is None:
         return None
@@ -619,7 +669,11 @@ def _rewrite_all(lines: list[str], magics: list[tuple[int, str]]) -> bool:
     rewrites or more fails.
     """
     rewrites = 0
+    budget = _TOKENIZE_BUDGET
     while True:
+        budget -= len(lines)
+        if budget < 0:
+            raise _TooMuchSyntax
         tokenized = _logical_lines(lines)
         if tokenized is None:
             return False
@@ -1136,5 +1190,5 @@ def _flags_of(cell: _Cell, context: _Context) -> list[tuple[int, str]]:
         found += _Checker(snippet, context, lambda node, line=line: line).run()
     for line, command in cell.magics:
         found += _magic_flags(line, command)
-    return sorted(set(found))
+    return sorted(set(found + cell.notes))
 

@@ -132,9 +132,35 @@ def free_names(source: str) -> list[str]:
 
 
 def is_test_cell(cell) -> bool:
-    """Whether a cell is an autograder test (a code grade cell that is not the student's answer)."""
+    """Whether a cell's own metadata says it is an autograder test (a code grade cell that is not an answer).
+
+    Metadata can be forged in a submission; :class:`CheckedExecute` trusts the gradebook instead.
+    """
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def gradebook_tests(resources: dict) -> dict[str, str]:
+    """The autograder test cells of the notebook being graded, from the gradebook: ``{grade_id: source}``.
+
+    Args:
+        resources: nbgrader's resources of the notebook (``resources["nbgrader"]`` names the gradebook,
+            the assignment and the notebook).
+
+    Raises:
+        RuntimeError: the resources name no gradebook (the preprocessor runs outside ``nbgrader autograde``).
+    """
+    from nbgrader.api import Gradebook
+
+    info = (resources or {}).get("nbgrader", {})
+    if not all(info.get(key) for key in ("db_url", "assignment", "notebook")):
+        raise RuntimeError("CheckedExecute grades notebooks under nbgrader autograde, which names the gradebook")
+    with Gradebook(info["db_url"]) as gradebook:
+        notebook = gradebook.find_notebook(info["notebook"], info["assignment"])
+        answers = {cell.name for cell in notebook.solution_cells}
+        sources = {cell.name: cell.source for cell in notebook.source_cells}
+        return {cell.name: sources[cell.name] for cell in notebook.grade_cells
+                if cell.cell_type == "code" and cell.name not in answers and cell.name in sources}
 
 
 class CheckedExecute(Execute):
@@ -174,9 +200,13 @@ class CheckedExecute(Execute):
                                  "temporary": self._temporary, "isolate": self.isolate}
         self.kernel_manager_class = type("SandboxedKernelManager", (_SandboxedKernelManager,),
                                          {"sandbox_options": self._sandbox_options})
-        self._checker_km = self._checker_kc = None
+        self._checker_km = self._checker_kc = self._checker_setup = None
         self._requests = 0
+        self._tests = gradebook_tests(resources)
+        self._checked: set[str] = set()
         try:
+            if self._tests:
+                self._start_checker()
             return super().preprocess(nb, resources, km)
         finally:
             self._stop_checker()
@@ -185,6 +215,8 @@ class CheckedExecute(Execute):
     # -- the checker kernel -------------------------------------------------------------------
 
     def _start_checker(self) -> None:
+        """Start the checker kernel and send it its set-up, without waiting for it: its imports overlap the
+        student's first cells."""
         from jupyter_core.utils import run_sync
 
         manager = AsyncKernelManager(kernel_name=self.kernel_name or "python3")
@@ -194,12 +226,27 @@ class CheckedExecute(Execute):
         client.start_channels()
         run_sync(client.wait_for_ready)(timeout=self.startup_timeout)
         self._checker_km, self._checker_kc = manager, client
+        # The student kernel's connection file is known before it starts (_SandboxedKernelManager puts it there).
+        connection_file = os.path.join(self._temporary, "sockets", "kernel.json")
         # The imports happen here, silently: TensorFlow's start-up lines on stderr would fail the first grade cell.
-        setup = ("from cnn_grader.checker import Checker as __Checker, trusted_namespace as __trusted\n"
-                 f"__checker = __Checker({self.km.connection_file!r}, {self._exchange!r}, {self.timeout or 120})\n"
-                 "__trusted()\n"
-                 "del __Checker, __trusted")
-        self._run_silently(setup, client)
+        self._checker_setup = client.execute(
+            "from cnn_grader.checker import Checker as __Checker, trusted_namespace as __trusted\n"
+            f"__checker = __Checker({connection_file!r}, {self._exchange!r}, {self.timeout or 120})\n"
+            "__trusted()\n"
+            "del __Checker, __trusted", silent=True, store_history=False, allow_stdin=False)
+
+    def _checker_ready(self) -> None:
+        """Wait until the checker kernel has run its set-up (once)."""
+        if self._checker_setup is None:
+            return
+        student_kc, self.kc = self.kc, self._checker_kc
+        try:
+            reply = self.wait_for_reply(self._checker_setup)
+        finally:
+            self.kc = student_kc
+        self._checker_setup = None
+        if reply is None or reply["content"].get("status") != "ok":
+            raise RuntimeError(f"the checker kernel could not start: {(reply or {}).get('content', {}).get('evalue')}")
 
     def _stop_checker(self) -> None:
         from jupyter_core.utils import run_sync
@@ -210,7 +257,7 @@ class CheckedExecute(Execute):
             self._checker_kc.stop_channels()
         with contextlib.suppress(Exception):
             run_sync(self._checker_km.shutdown_kernel)(now=True)
-        self._checker_km = self._checker_kc = None
+        self._checker_km = self._checker_kc = self._checker_setup = None
 
     def _run_silently(self, code: str, client=None) -> dict | None:
         """Run code in a kernel (default the student's) without touching the notebook; returns the reply."""
@@ -239,6 +286,7 @@ class CheckedExecute(Execute):
             return cell, resources
         if self._checker_km is None:
             self._start_checker()
+        self._checker_ready()
         student_km, student_kc, source = self.km, self.kc, cell.source
         self.km, self.kc = self._checker_km, self._checker_kc
         cell.source = f"__checker.receive(globals(), {manifest!r})\n{source}"
@@ -269,7 +317,7 @@ class CheckedExecute(Execute):
             cell.outputs = [_error_output("KernelDied", "Not run: the kernel died too often in this notebook.")]
             return cell, resources
         try:
-            if is_test_cell(cell):
+            if self._is_instructor_test(cell):
                 cell, resources = self._run_test_cell(cell, resources, index)
             else:
                 cell, resources = super().preprocess_cell(cell, resources, index)
@@ -285,6 +333,14 @@ class CheckedExecute(Execute):
             self._restart_and_replay(index)
             return cell, resources
 
+    def _is_instructor_test(self, cell) -> bool:
+        """Whether the cell is one of the gradebook's test cells, with the instructor's source, seen once."""
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id not in self._tests or grade_id in self._checked or cell.source != self._tests[grade_id]:
+            return False
+        self._checked.add(grade_id)
+        return True
+
     def _limit_output(self, cell) -> None:
         limit = self.max_output_characters
         for output in cell.outputs:
@@ -299,7 +355,8 @@ class CheckedExecute(Execute):
         run_sync(self.km.restart_kernel)(now=True)
         run_sync(self.kc.wait_for_ready)(timeout=self.startup_timeout)
         for earlier in self.nb.cells[:index]:
-            if earlier.cell_type == "code" and not is_test_cell(earlier) and not any(
+            if earlier.cell_type == "code" and earlier.get("metadata", {}).get("nbgrader", {}).get(
+                    "grade_id") not in self._checked and not any(
                     o.get("ename") in ("KernelDied", "CellTimeoutError") for o in earlier.outputs):
                 try:
                     self._run_silently(earlier.source)
@@ -376,20 +433,12 @@ def _remove_links(folder: Path, result: SubmissionResult) -> None:
             result.problems.append(f"{path.relative_to(folder)} is a symbolic link; it was removed, hand in files")
 
 
-def _is_test_cell_at(submitted: Path, flag) -> bool:
-    """Whether a flag is in an autograder test cell, whose source nbgrader replaces by the instructor's."""
-    try:
-        return is_test_cell(nbformat.read(submitted / flag.notebook, as_version=4).cells[flag.cell - 1])
-    except (OSError, ValueError, IndexError):
-        return False
-
-
 def _grade_one(root: Path, result: SubmissionResult, db: Path, limits: GradingLimits) -> None:
     """Autograde one submission into ``db``: whole, and notebook by notebook if the whole fails; then flag."""
     started = time.monotonic()
     submitted = root / "submitted" / result.student / result.assignment
     _remove_links(submitted, result)
-    found = [flag for flag in flagging.flag_submission(submitted) if not _is_test_cell_at(submitted, flag)]
+    found = flagging.flag_submission(submitted)
     base = ["autograde", result.assignment, f"--student={result.student}", "--force", *limits.nbgrader_arguments()]
     try:
         run = run_nbgrader(root, *base, timeout=limits.submission_seconds, db=db)
