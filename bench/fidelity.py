@@ -63,6 +63,8 @@ from pathlib import Path
 
 import nbformat
 
+from cnn_course.published import PUBLISHED_ACCURACY  # the seed courses' figures, kept once
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "source"
 DOCS = ROOT / "docs" / "fidelity.md"
@@ -72,17 +74,6 @@ CELL_TIMEOUT = 3600  # seconds per cell; the slowest cell of a full run takes ab
 ABOUT_POINTS = 1.0  # "about X %" (whole percent) holds within this many percentage points
 APPROX_PUBLISHED_POINTS = 0.5  # a published "~X %" counts as reached from X - 0.5 (its rounding)
 
-# Accuracies of the seed courses (../shared/reference/published-numbers.md), in percent.
-PUBLISHED_ACCURACY = {
-    "fc_mnist_4000": 91.0,  # 002: "~91 %" validation, fc network on 4,000 MNIST images
-    "progression_baseline": [94.65, 96.90, 97.73, 97.99, 98.13],  # 001, test accuracy after epochs 1-5
-    "progression_part_a": [97.02, 97.98, 98.34, 98.52, 98.57],
-    "progression_part_b": [97.66, 98.18, 98.38, 98.27, 98.07],
-    "progression_part_c": [97.57, 98.11, 98.66, 98.80, 98.62],
-    "progression_part_d": [83.52, 86.68, 87.68, 88.53, 89.30],  # Fashion-MNIST
-    "mnist_cnn_99": 99.2,  # 004: MNIST CNN, 10 epochs, batch 128
-    "cifar10_vgg": 86.87,  # 004: CIFAR-10 VGG-like, 100 epochs, batch 64
-}
 KERAS_MNIST_CONVNET_PARAMETERS = 34_826  # the Keras example mnist_convnet (outside reference)
 
 

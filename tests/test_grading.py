@@ -263,3 +263,46 @@ def test_demo_grades_solution_blank_and_examples_and_skips_assignments_without_d
     totals = {student: sum(cells.values()) for student, cells in scores(root / "build" / "demo").items()}
     assert totals == {"instructor_solution": 3, "blank_release": 0, "partly_right": 2}
     assert "feedback/partly_right/toy/toy.html" in output
+
+
+def test_grading_without_the_sandbox_says_so_in_the_summary_and_the_feedback(tmp_path):
+    root = make_toy_course(tmp_path / "course")
+    submit(root, "solution", toy_source())
+    lines = []
+    limits = GradingLimits(submission_seconds=240, cell_seconds=30, notebook_seconds=120, memory_mb=4096,
+                           isolate=False)
+    grade(root, limits=limits, log=lines.append)
+    assert sum(scores(root)["solution"].values()) == 3
+    assert any("Grading ran without isolation" in line for line in lines)
+    assert "Grading ran without isolation" in feedback(root, "solution")
+
+
+def test_validate_works_on_a_students_machine_without_the_grader_package(tmp_path):
+    """A completed release notebook passes ``nbgrader validate`` where cnn_grader cannot be imported."""
+    repository = Path(__file__).resolve().parents[1]
+    released = nbformat.read(repository / "release" / "cnn_mnist" / "fc_mnist.ipynb", as_version=4)
+    solved = {cell.metadata["nbgrader"]["grade_id"]: cell.source
+              for cell in nbformat.read(repository / "source" / "cnn_mnist" / "fc_mnist.ipynb", as_version=4).cells
+              if cell.get("metadata", {}).get("nbgrader", {}).get("solution")}
+    for cell in released.cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id in solved:
+            cell.source = solved[grade_id]
+    nbformat.write(released, tmp_path / "fc_mnist.ipynb")
+    (tmp_path / "nbgrader_config.py").write_text((repository / "nbgrader_config.py").read_text())
+    blocker = tmp_path / "no_grader"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class NoGrader:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'cnn_grader':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, NoGrader())\n")
+    environment = {**os.environ, "PYTHONPATH": str(blocker)}
+    probe = subprocess.run([sys.executable, "-c", "import cnn_grader"], env=environment, capture_output=True)
+    assert probe.returncode != 0
+    nbgrader = Path(sys.executable).parent / "nbgrader"
+    run = subprocess.run([str(nbgrader), "validate", "fc_mnist.ipynb"], cwd=tmp_path, env=environment,
+                         capture_output=True, text=True, timeout=300)
+    assert "Success! Your notebook passes all the tests." in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]

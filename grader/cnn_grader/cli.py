@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     grade_parser.add_argument("--cell-seconds", type=int, default=120, help="time limit per cell")
     grade_parser.add_argument("--notebook-seconds", type=int, default=600, help="wall-clock limit per notebook")
     grade_parser.add_argument("--memory-mb", type=int, default=6144, help="memory limit per kernel, MiB")
+    grade_parser.add_argument("--no-sandbox", action="store_true",
+                              help="run student kernels without the bubblewrap sandbox (the feedback says so)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if not (root / "nbgrader_config.py").is_file():
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             return demo(root, jobs=args.jobs)
         elif args.command == "grade":
             limits = GradingLimits(submission_seconds=args.submission_seconds, cell_seconds=args.cell_seconds,
-                                   notebook_seconds=args.notebook_seconds, memory_mb=args.memory_mb)
+                                   notebook_seconds=args.notebook_seconds, memory_mb=args.memory_mb,
+                                   isolate=not args.no_sandbox)
             grade(root, assignments=args.assignment or None, jobs=args.jobs, zip_files=args.zip,
                   zip_assignment=args.assignment[0] if args.zip and args.assignment else None, limits=limits)
         else:

@@ -90,10 +90,9 @@ class _SandboxedKernelManager(AsyncKernelManager):
         self.transport, self.ip = "ipc", os.path.join(sockets, "kernel")
         self.connection_file = os.path.join(sockets, "kernel.json")
         command, kw = await super()._async_pre_start_kernel(**kw)
-        command, extra_environment, isolated = sandbox.kernel_command(
+        command, extra_environment, _ = sandbox.kernel_command(
             command, memory_bytes=options["memory_bytes"], writable=options["writable"],
             temporary=options["temporary"], isolate=options["isolate"])
-        options["isolated"] = isolated
         kw["env"] = {**(kw.get("env") or os.environ), **extra_environment}
         # Signals stop at bubblewrap; ipykernel also takes an interrupt as a control message.
         self.kernel_spec.interrupt_mode = "message"
@@ -379,16 +378,23 @@ class GradingLimits:
         cell_seconds: seconds one cell may run (``Execute.timeout``).
         notebook_seconds: wall-clock seconds for one notebook.
         memory_mb: address-space limit of each kernel, MiB.
+        isolate: run each student kernel in the bubblewrap sandbox where bubblewrap works.
     """
 
     submission_seconds: int = 1800
     cell_seconds: int = 120
     notebook_seconds: int = 600
     memory_mb: int = 6144
+    isolate: bool = True
+
+    @property
+    def isolated(self) -> bool:
+        """Whether student kernels run in the sandbox: asked for, and bubblewrap works here."""
+        return self.isolate and sandbox.bubblewrap_works()
 
     def nbgrader_arguments(self) -> list[str]:
         return [f"--Execute.timeout={self.cell_seconds}", f"--CheckedExecute.notebook_time_limit={self.notebook_seconds}",
-                f"--CheckedExecute.memory_limit_mb={self.memory_mb}"]
+                f"--CheckedExecute.memory_limit_mb={self.memory_mb}", f"--CheckedExecute.isolate={self.isolate}"]
 
 
 @dataclass
@@ -664,7 +670,7 @@ def grade(root: Path, *, assignments: list[str] | None = None, jobs: int = 1, zi
         results.append(result)
     log(f"{len(found)} submission(s); {len(todo)} new or changed to grade with {jobs} job(s)")
     if not todo:
-        _finish(root, results, feedback=False, export=export, log=log)
+        _finish(root, results, feedback=False, export=export, log=log, isolated=limits.isolated)
         return results
 
     database = root / "gradebook.db"
@@ -701,11 +707,12 @@ def grade(root: Path, *, assignments: list[str] | None = None, jobs: int = 1, zi
     for result, digest in todo:
         state[f"{result.assignment}/{result.student}"] = {"digest": digest, "flags": result.flags}
     _save_state(root, state)
-    _finish(root, results, feedback=feedback, export=export, log=log)
+    _finish(root, results, feedback=feedback, export=export, log=log, isolated=limits.isolated)
     return results
 
 
-def _finish(root: Path, results: list[SubmissionResult], *, feedback: bool, export: Path | None, log) -> None:
+def _finish(root: Path, results: list[SubmissionResult], *, feedback: bool, export: Path | None, log,
+            isolated: bool) -> None:
     graded = [result for result in results if result.graded]
     if feedback:
         # One nbgrader run per assignment; it skips students whose feedback folder exists, so the
@@ -716,7 +723,6 @@ def _finish(root: Path, results: list[SubmissionResult], *, feedback: bool, expo
             run = run_nbgrader(root, "generate_feedback", assignment)
             if run.returncode != 0:
                 log(f"warning: nbgrader generate_feedback {assignment} failed: {_last_error(run.stdout)}")
-    isolated = sandbox.bubblewrap_works()
     for result in graded:
         report = root / "feedback" / result.student / result.assignment / "grading-problems.txt"
         notes = [*result.problems, *([] if isolated else [NO_ISOLATION_NOTE])]
