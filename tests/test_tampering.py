@@ -325,6 +325,12 @@ def _scores(root: Path) -> dict:
     return found
 
 
+def _printed(root: Path, student: str, assignment: str) -> str:
+    """What the autograded notebook of a submission printed, all cells together."""
+    notebook = nbformat.read(root / "autograded" / student / assignment / f"{assignment}.ipynb", as_version=4)
+    return "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+
+
 def test_the_corpus_has_at_least_15_kinds_of_tampering(corpus):
     _, _, names = corpus
     assert len(names) >= 15
@@ -385,21 +391,16 @@ def test_the_grading_kernel_sees_neither_course_files_nor_the_network(corpus):
     root, _, _ = corpus
     if not bubblewrap_works():
         pytest.skip("the sandbox needs bubblewrap (apt-get install bubblewrap)")
-    reader = nbformat.read(root / "autograded" / "reads_course_files" / "numbers" / "numbers.ipynb", as_version=4)
-    printed = "".join(output.get("text", "") for cell in reader.cells for output in cell.get("outputs", []))
+    printed = _printed(root, "reads_course_files", "numbers")
     assert "FileNotFoundError" in printed and "BEGIN SOLUTION" not in printed and "answer = 42" not in printed
-    network = nbformat.read(root / "autograded" / "opens_socket" / "numbers" / "numbers.ipynb", as_version=4)
-    printed = "".join(output.get("text", "") for cell in network.cells for output in cell.get("outputs", []))
-    assert "no network" in printed
+    assert "no network" in _printed(root, "opens_socket", "numbers")
 
 
 def test_the_grader_package_cannot_be_imported_in_the_grading_kernel(corpus):
     root, _, _ = corpus
     if not bubblewrap_works():
         pytest.skip("the sandbox needs bubblewrap (apt-get install bubblewrap)")
-    notebook = nbformat.read(root / "autograded" / "answers_from_the_library" / "model" / "model.ipynb", as_version=4)
-    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
-    assert "no grader package: No module named 'cnn_grader'" in printed
+    assert "no grader package: No module named 'cnn_grader'" in _printed(root, "answers_from_the_library", "model")
 
 
 def test_refused_values_name_the_variable(corpus):
