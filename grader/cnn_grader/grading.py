@@ -523,10 +523,10 @@ def _mark_flagged(db: Path, result: SubmissionResult, found: list, submitted: Pa
                          if grade_id in grades and grades[grade_id].cell.cell_type == "code"]
                 for grade_id in after:
                     grades[grade_id].needs_manual_grade = True
-                answers = [grade_id for grade_id in ids[:flag.cell] if grade_id in comments] or \
-                          [grade_id for grade_id in ids if grade_id in comments]
-                if answers:
-                    comment = comments[answers[-1] if answers[-1] in ids[:flag.cell] else answers[0]]
+                before = [grade_id for grade_id in ids[:flag.cell] if grade_id in comments]
+                target = before[-1] if before else next((grade_id for grade_id in ids if grade_id in comments), None)
+                if target is not None:
+                    comment = comments[target]
                     text = (f"Flagged for a person: {flag.describe()}. The grade cells after it keep their autograded "
                             f"score and need a manual look: {', '.join(after) or 'none'}.")
                     comment.auto_comment = "\n\n".join(filter(None, [comment.auto_comment, text]))
