@@ -79,7 +79,7 @@ class StudentFunction:
         return self._checker.call(self._path, args, kwargs)
 
     def __repr__(self) -> str:
-        return f"<your function {self._path[0]}{''.join(f'[{key!r}]' for key in self._path[1:])}>"
+        return f"<your function {exchange.display_path(self._path)}>"
 
 
 class Checker:
@@ -137,7 +137,7 @@ class Checker:
                 f"__cnn_course_exchange.export_call({path!r}, {arguments!r}, globals(), {self.folder!r}, {manifest!r})\n"
                 f"del __cnn_course_exchange")
         reply = self._execute(code)
-        shown = path[0] + "".join(f"[{key!r}]" for key in path[1:])
+        shown = exchange.display_path(path)
         if reply is None:
             raise StudentError(f"{shown} did not return within {self.call_timeout:g} s.")
         content = reply["content"]

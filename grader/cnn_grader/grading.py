@@ -54,7 +54,6 @@ from .course import CourseError, assignments as course_assignments, run_nbgrader
 __all__ = [
     "CheckedExecute",
     "free_names",
-    "is_test_cell",
     "GradingLimits",
     "SubmissionResult",
     "CourseError",
@@ -128,15 +127,6 @@ def free_names(source: str) -> list[str]:
         elif isinstance(node, ast.arg):
             bound.add(node.arg)
     return sorted(loaded - bound - TRUSTED_NAMES)
-
-
-def is_test_cell(cell) -> bool:
-    """Whether a cell's own metadata says it is an autograder test (a code grade cell that is not an answer).
-
-    Metadata can be forged in a submission; :class:`CheckedExecute` trusts the gradebook instead.
-    """
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
 def gradebook_tests(resources: dict) -> dict[str, str]:

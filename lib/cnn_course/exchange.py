@@ -32,6 +32,7 @@ __all__ = [
     "MAX_MODEL_BYTES",
     "ACCEPTED",
     "RefusedValue",
+    "display_path",
     "encode",
     "decode",
     "export_names",
@@ -59,7 +60,8 @@ class RefusedValue(TypeError):
         super().__init__(f"{name} holds a {type_name}, which a grade cell cannot read. It reads {ACCEPTED}.")
 
 
-def _display(path: list) -> str:
+def display_path(path: list) -> str:
+    """How a value is written in the notebook, e.g. ``designs['small CNN']`` for ``["designs", "small CNN"]``."""
     return path[0] + "".join(f"[{key!r}]" for key in path[1:])
 
 
