@@ -8,7 +8,9 @@ BIN := $(VENV)/bin
 # Pinned versions for Python 3.11 (what CI runs); other Pythons resolve from pyproject.toml's ranges.
 CONSTRAINTS ?= $(shell $(PYTHON) -c 'import sys; print("constraints.txt" if sys.version_info[:2] == (3, 11) else "")')
 INSTALLED := $(VENV)/.installed
-JOBS ?= 1
+JOBS ?=
+SCHEDULER ?=
+SCHEDULER_FILE ?=
 DEBIAN_PACKAGES := dataset-fashion-mnist bubblewrap
 
 .PHONY: help setup test test-fast demo release grade bench bench-tests fidelity clean
@@ -18,7 +20,8 @@ help:
 	@echo "make demo      grade the example submissions (examples/) and show the grades and feedback"
 	@echo "make test      run the whole test suite (notebooks in smoke mode)"
 	@echo "make release   regenerate release/ from source/ with nbgrader generate_assignment"
-	@echo "make grade     autograde submitted/<student>/<assignment>/ (JOBS=N; ZIP=lms.zip ASSIGNMENT=name)"
+	@echo "make grade     autograde submitted/<student>/<assignment>/ on Dask (JOBS=N local workers, or"
+	@echo "               SCHEDULER=tcp://host:8786 or SCHEDULER_FILE=file; ZIP=lms.zip ASSIGNMENT=name)"
 	@echo "make bench     training throughput, time to accuracy, grading throughput (about 18 min on 2 cores; one part: BENCHES=grading)"
 	@echo "make bench-tests  time the test suite and its notebook parts (about 12 min)"
 	@echo "make fidelity  run every solution notebook in full mode (long) and check it against the published figures: docs/fidelity.md"
@@ -47,7 +50,9 @@ release: setup
 	$(BIN)/python -m cnn_grader release
 
 grade: setup
-	$(BIN)/python -m cnn_grader grade --jobs $(JOBS) $(if $(ZIP),--zip $(ZIP)) $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
+	$(BIN)/python -m cnn_grader grade $(if $(JOBS),--jobs $(JOBS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+	  $(if $(SCHEDULER_FILE),--scheduler-file $(SCHEDULER_FILE)) $(if $(ZIP),--zip $(ZIP)) \
+	  $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
 
 # Each writes bench/results/<name>.json and regenerates docs/benchmarks.md.
 BENCHES ?= throughput time_to_accuracy grading

@@ -19,7 +19,7 @@ from pathlib import Path
 from common import ROOT, write_result
 
 from cnn_grader.course import RELEASE_IGNORE, assignments, missing_datasets
-from cnn_grader.grading import grade
+from cnn_grader.cluster import grade
 
 
 def kernel_startup_seconds(repeats: int = 3) -> dict:

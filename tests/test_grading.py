@@ -13,7 +13,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from cnn_grader.grading import GradingLimits, grade
+from cnn_grader.cluster import grade
+from cnn_grader.grading import GradingLimits
 from cnn_grader.sandbox import bubblewrap_works
 
 pytestmark = pytest.mark.notebooks

@@ -7,7 +7,8 @@ Students never install this package, and a grading kernel cannot import it.
 * :mod:`cnn_grader.sandbox`: the sandbox of a student's grading kernel.
 * :mod:`cnn_grader.checker`: the trusted process where grade cells run.
 * :mod:`cnn_grader.flags`: suspicious code in a submission, flagged for a person.
-* :mod:`cnn_grader.grading`: autograding a course folder (``make grade``).
+* :mod:`cnn_grader.grading`: autograding one submission: checker, limits, flags, grades as data.
+* :mod:`cnn_grader.cluster`: grading a course on a Dask cluster (``make grade``).
 * :mod:`cnn_grader.cli`: the instructor's command line, ``python -m cnn_grader``.
 * :mod:`cnn_grader.testing`: the course's pytest plugin.
 """

@@ -3,7 +3,8 @@
     python -m cnn_grader release [ASSIGNMENT ...]   # nbgrader generate_assignment into release/
     python -m cnn_grader summary                    # what is released, with points per notebook
     python -m cnn_grader demo [--jobs N]            # grade the example submissions in build/demo/
-    python -m cnn_grader grade [--jobs N] [--zip FILE --assignment A]   # autograde, feedback, grades.csv
+    python -m cnn_grader grade [--jobs N | --scheduler tcp://HOST:8786 | --scheduler-file FILE]
+                               [--zip FILE --assignment A]   # autograde on Dask, feedback, grades.csv
 
 Run from the repository root, where ``nbgrader_config.py`` lives (the Makefile does).
 """
@@ -16,7 +17,8 @@ import sys
 from pathlib import Path
 
 from .course import (RELEASE_IGNORE, CourseError, assignments, missing_datasets, notebook_points, release)
-from .grading import GradingLimits, grade
+from .cluster import grade
+from .grading import GradingLimits
 
 __all__ = ["demo", "main"]
 
@@ -83,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     release_parser.add_argument("names", nargs="*", help="assignments (default: all)")
     commands.add_parser("summary", help="what is released, with points per notebook")
     demo_parser = commands.add_parser("demo", help="grade the example submissions in build/demo/")
-    demo_parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    demo_parser.add_argument("--jobs", type=int, default=2, help="workers of the local Dask cluster (default 2)")
     grade_parser = commands.add_parser("grade", help="autograde new or changed submissions, write feedback and grades.csv")
-    grade_parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    where = grade_parser.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=int, default=None,
+                       help="workers of the local Dask cluster (default: one per core, as memory allows)")
+    where.add_argument("--scheduler", help="grade on the Dask scheduler at this address (tcp://host:8786)")
+    where.add_argument("--scheduler-file", type=Path, help="grade on the Dask scheduler described in this file")
     grade_parser.add_argument("--zip", type=Path, action="append", default=[], help="an LMS download to collect first")
     grade_parser.add_argument("--assignment", action="append", default=[],
                               help="assignments to grade (default: all); with --zip, the archive's assignment")
@@ -109,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             limits = GradingLimits(submission_seconds=args.submission_seconds, cell_seconds=args.cell_seconds,
                                    notebook_seconds=args.notebook_seconds, memory_mb=args.memory_mb,
                                    isolate=not args.no_sandbox)
-            grade(root, assignments=args.assignment or None, jobs=args.jobs, zip_files=args.zip,
+            grade(root, assignments=args.assignment or None, jobs=args.jobs, scheduler=args.scheduler,
+                  scheduler_file=args.scheduler_file, zip_files=args.zip,
                   zip_assignment=args.assignment[0] if args.zip and args.assignment else None, limits=limits)
         else:
             _print_summary(root)

@@ -12,13 +12,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
-__all__ = ["CourseError", "RELEASE_IGNORE", "assignments", "datasets_used", "missing_datasets", "notebook_points",
-           "release", "run_nbgrader", "release_differences", "NotebookPoints"]
+__all__ = ["CourseError", "RELEASE_IGNORE", "assignments", "collect_zip", "datasets_used", "missing_datasets",
+           "notebook_points", "register_assignment", "release", "run_nbgrader", "release_differences", "NotebookPoints"]
 
 
 class CourseError(Exception):
@@ -27,12 +28,14 @@ class CourseError(Exception):
 
 
 def run_nbgrader(root: Path, *arguments: str, timeout: float | None = None, db: Path | None = None,
-                 capture: bool = True) -> subprocess.CompletedProcess:
+                 capture: bool = True, environment: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``nbgrader ARGUMENTS`` in the course folder ``root`` with this interpreter's scripts.
 
     nbgrader starts helper programs by name (``alembic`` for the gradebook), so the folder of this
     Python's scripts (a virtual environment's ``bin/``) goes first on PATH, even when the environment
     is not activated. nbgrader runs in its own process group, which is killed whole on a timeout.
+    Where util-linux's ``setpriv`` is installed, nbgrader is also killed when the thread that started
+    it dies (a Dask worker killed mid-task); its kernels end with it.
 
     Args:
         root: the course folder (where ``nbgrader_config.py`` is).
@@ -40,6 +43,7 @@ def run_nbgrader(root: Path, *arguments: str, timeout: float | None = None, db: 
         timeout: seconds before nbgrader and every process it started are killed; ``None`` waits.
         db: another SQLite gradebook file to use instead of the course's.
         capture: return the log (stdout and stderr together) instead of printing it.
+        environment: variables to set for nbgrader and the kernels it starts.
 
     Returns:
         The finished process; ``stdout`` holds the log when ``capture``.
@@ -52,7 +56,10 @@ def run_nbgrader(root: Path, *arguments: str, timeout: float | None = None, db: 
     database = [f"--CourseDirectory.db_url=sqlite:///{db}"] if db is not None else []
     command = [str(executable) if executable.exists() else (shutil.which("nbgrader") or "nbgrader"), *arguments,
                *database]
-    environment = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    die_with_parent = shutil.which("setpriv")
+    if die_with_parent:
+        command = [die_with_parent, "--pdeathsig", "KILL", "--", *command]
+    environment = {**os.environ, **(environment or {}), "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
     output = subprocess.PIPE if capture else None
     process = subprocess.Popen(command, cwd=root, env=environment, stdout=output,
                                stderr=subprocess.STDOUT if capture else None, text=True, start_new_session=True)
@@ -68,6 +75,44 @@ def run_nbgrader(root: Path, *arguments: str, timeout: float | None = None, db: 
             os.killpg(process.pid, signal.SIGKILL)
         raise
     return subprocess.CompletedProcess(command, process.returncode, log, None)
+
+
+def register_assignment(root: Path, assignment: str, db: Path | None = None) -> None:
+    """Record an assignment and its grade cells in a gradebook (``nbgrader generate_assignment`` into a scratch
+    folder, so that ``release/`` is not touched).
+
+    Args:
+        root: the course folder.
+        assignment: a folder of ``root/source``.
+        db: the SQLite gradebook file; default the course's.
+
+    Raises:
+        CourseError: nbgrader cannot generate the assignment; the message holds the end of its log.
+    """
+    with tempfile.TemporaryDirectory(prefix="cnn-course-release-") as scratch:
+        run = run_nbgrader(root, "generate_assignment", assignment, "--force",
+                           f"--CourseDirectory.release_directory={scratch}", db=db)
+    if run.returncode != 0:
+        raise CourseError(f"nbgrader generate_assignment {assignment} failed:\n{run.stdout[-2000:]}")
+
+
+def collect_zip(root: Path, assignment: str, archive: Path) -> None:
+    """Unpack an LMS download with ``nbgrader zip_collect`` into ``submitted/<student>/<assignment>/``.
+
+    Files in the archive are named ``<student id>_<notebook>.ipynb``
+    (``FileNameCollector.named_regexp`` in ``nbgrader_config.py``).
+
+    Raises:
+        CourseError: the archive does not exist or nbgrader cannot collect it.
+    """
+    if not archive.is_file():
+        raise CourseError(f"no such archive: {archive}")
+    folder = root / "downloaded" / assignment / "archive"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(archive, folder / archive.name)
+    run = run_nbgrader(root, "zip_collect", assignment, "--force")
+    if run.returncode != 0:
+        raise CourseError(f"nbgrader zip_collect {assignment} failed:\n{run.stdout[-2000:]}")
 
 
 #: Left out of a release on top of nbgrader_config.py's ignore list: models and checkpoints that

@@ -1,7 +1,8 @@
-"""Autograding that can be trusted, and that is safe, incremental and parallel, on nbgrader's own commands.
+"""Autograding one submission that can be trusted and that is safe, on nbgrader's own commands.
 
-nbgrader does the grading: ``zip_collect``, ``autograde``, ``generate_feedback`` and ``export``
-run as nbgrader's CLI. This module adds what nbgrader lacks:
+nbgrader does the grading: ``autograde`` runs as nbgrader's CLI. This module adds what nbgrader lacks,
+for one submission in one course folder (the course is graded on a Dask cluster by
+:mod:`cnn_grader.cluster`, which calls :func:`autograde_submission` on its workers):
 
 * **Grade cells outside the student's process** (:class:`CheckedExecute`, set in
   ``nbgrader_config.py``): every test cell runs in a checker kernel that never runs student code;
@@ -16,18 +17,15 @@ run as nbgrader's CLI. This module adds what nbgrader lacks:
 * **One submission cannot stop the others**: each submission is graded in its own nbgrader process
   with a wall-clock limit; a submission that fails is graded notebook by notebook, and what still
   fails scores 0 with the reason written to its feedback.
-* **Incremental**: a submission is graded again only when its files changed.
-* **Parallel** (``jobs`` > 1): students are graded in worker processes, each with its own copy of
-  the SQLite gradebook; the copies are merged into the course's gradebook through nbgrader's API.
+* **Grades as plain data** (:func:`gradebook_rows`, :func:`store_gradebook_rows`): what a worker's
+  gradebook holds for one submission, to be written into the course's gradebook by its only writer.
 """
 
 from __future__ import annotations
 
 import ast
-import concurrent.futures
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -49,20 +47,21 @@ from traitlets import Bool, Integer
 from . import flags as flagging
 from . import sandbox
 from .checker import TRUSTED_NAMES
-from .course import CourseError, assignments as course_assignments, run_nbgrader
+from .course import run_nbgrader
 
 __all__ = [
     "CheckedExecute",
     "free_names",
+    "gradebook_tests",
     "GradingLimits",
+    "NO_ISOLATION_NOTE",
     "SubmissionResult",
-    "CourseError",
-    "grade",
-    "merge_gradebook",
+    "autograde_submission",
+    "gradebook_rows",
+    "store_gradebook_rows",
     "submission_digest",
+    "zero_ungraded",
 ]
-
-STATE_FILE = ".grading-state.json"
 
 # nbgrader's gradebook properties (scores, notebooks of a submission) touch lazily loaded rows, which
 # SQLAlchemy warns about while the values are right; only warnings raised inside nbgrader.api are hidden.
@@ -359,6 +358,11 @@ class CheckedExecute(Execute):
 # Grading a course folder
 # --------------------------------------------------------------------------------------------
 
+#: What a submission's feedback says when its kernel ran without the sandbox.
+NO_ISOLATION_NOTE = ("Grading ran without isolation: bubblewrap could not run on the grading machine, so the "
+                     "notebook's kernel was not kept from the machine's files, network and processes.")
+
+
 @dataclass(frozen=True)
 class GradingLimits:
     """Limits of the grade command; the per-kernel ones are passed to :class:`CheckedExecute`.
@@ -389,15 +393,29 @@ class GradingLimits:
 
 @dataclass
 class SubmissionResult:
-    """What happened to one student's submission of one assignment."""
+    """What happened to one student's submission of one assignment.
+
+    Attributes:
+        graded: autograded now (its grades are in the gradebook, possibly zeros with a reason).
+        skipped_unchanged: graded before with the same files; not graded again.
+        failed: grading itself failed (a worker died twice on it, or the grader raised); its grades are 0.
+        problems: reasons written to the student's feedback (``grading-problems.txt``).
+        flags: lines flagged for a person (:mod:`cnn_grader.flags`).
+        seconds: wall-clock seconds the worker spent on it, autograde and feedback.
+        isolated: whether its kernels ran in the bubblewrap sandbox.
+        worker: the Dask worker that graded it (its address).
+    """
 
     student: str
     assignment: str
     graded: bool = False
     skipped_unchanged: bool = False
+    failed: bool = False
     problems: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    isolated: bool = True
+    worker: str = ""
 
 
 def submission_digest(folder: Path) -> str:
@@ -421,23 +439,29 @@ def _notebook_problem(path: Path) -> str | None:
     return None
 
 
-def _remove_links(folder: Path, result: SubmissionResult) -> None:
-    """Delete symbolic links from a submission: a link could point nbgrader's copy at another student's files."""
-    for path in sorted(folder.rglob("*")):
-        if path.is_symlink():
-            path.unlink()
-            result.problems.append(f"{path.relative_to(folder)} is a symbolic link; it was removed, hand in files")
+def autograde_submission(root: Path, result: SubmissionResult, db: Path, limits: GradingLimits,
+                         environment: dict[str, str] | None = None) -> None:
+    """Autograde ``root/submitted/<student>/<assignment>/`` into the gradebook ``db``, then flag suspicious lines.
 
+    The whole submission is graded in one ``nbgrader autograde``; if that fails, notebook by notebook,
+    and what still fails scores 0 with the reason in ``result.problems``. Sets ``result.graded``,
+    ``result.flags``, ``result.isolated`` and ``result.seconds``.
 
-def _grade_one(root: Path, result: SubmissionResult, db: Path, limits: GradingLimits) -> None:
-    """Autograde one submission into ``db``: whole, and notebook by notebook if the whole fails; then flag."""
+    Args:
+        root: a course folder (``nbgrader_config.py``, ``source/``, ``submitted/``); the submission's
+            files must be regular files (:func:`cnn_grader.cluster.submission_files` leaves links out).
+        result: the submission; its ``problems`` and ``flags`` are added to.
+        db: the SQLite gradebook to write, holding the assignment.
+        limits: the time and memory limits.
+        environment: variables for nbgrader and its kernels (thread pool sizes).
+    """
     started = time.monotonic()
     submitted = root / "submitted" / result.student / result.assignment
-    _remove_links(submitted, result)
     found = flagging.flag_submission(submitted)
+    result.isolated = limits.isolated
     base = ["autograde", result.assignment, f"--student={result.student}", "--force", *limits.nbgrader_arguments()]
     try:
-        run = run_nbgrader(root, *base, timeout=limits.submission_seconds, db=db)
+        run = run_nbgrader(root, *base, timeout=limits.submission_seconds, db=db, environment=environment)
         failed = run.returncode != 0 or "There was an error processing assignment" in run.stdout
     except subprocess.TimeoutExpired:
         result.problems.append(f"grading stopped after the submission's limit of {limits.submission_seconds} s")
@@ -450,12 +474,13 @@ def _grade_one(root: Path, result: SubmissionResult, db: Path, limits: GradingLi
                 continue
             remaining = limits.submission_seconds - (time.monotonic() - started)
             try:
-                run = run_nbgrader(root, *base, f"--notebook={notebook.stem}", timeout=max(remaining, 1), db=db)
+                run = run_nbgrader(root, *base, f"--notebook={notebook.stem}", timeout=max(remaining, 1), db=db,
+                                   environment=environment)
                 if run.returncode != 0:
                     result.problems.append(f"{notebook.name} could not be autograded: {_last_error(run.stdout)}")
             except subprocess.TimeoutExpired:
                 result.problems.append(f"{notebook.name}: stopped at the submission's time limit")
-    _zero_ungraded(db, result)
+    zero_ungraded(db, result)
     _mark_flagged(db, result, found, submitted)
     result.graded = True
     result.seconds = time.monotonic() - started
@@ -466,8 +491,11 @@ def _last_error(log: str) -> str:
     return (lines[-1] if lines else log.strip().splitlines()[-1:] or ["unknown error"])[-1][:300]
 
 
-def _zero_ungraded(db: Path, result: SubmissionResult) -> None:
-    """Give 0 to every autograded grade of the submission that has no score (its notebook failed or is missing)."""
+def zero_ungraded(db: Path, result: SubmissionResult) -> None:
+    """Give 0 to every autograded grade of the submission that has no score (its notebook failed or is missing).
+
+    Registers the student and the submission in ``db`` if they are not there yet.
+    """
     from nbgrader.api import Gradebook, MissingEntry
 
     with Gradebook(_gradebook_url(db)) as gradebook:
@@ -524,258 +552,65 @@ def _mark_flagged(db: Path, result: SubmissionResult, found: list, submitted: Pa
         gradebook.db.commit()
 
 
-def merge_gradebook(source: Path, target: Path, results: list[SubmissionResult]) -> None:
-    """Copy the grades and comments of ``results``' submissions from gradebook ``source`` into ``target``.
-
-    Both are nbgrader SQLite gradebooks of the same course (the source a worker's copy of the target).
-    Uses nbgrader's API only; manual scores already in ``target`` are kept.
-    """
-    from nbgrader.api import Gradebook, MissingEntry
-
-    with Gradebook(_gradebook_url(source)) as worker, Gradebook(_gradebook_url(target)) as main:
-        for result in results:
-            graded = worker.find_submission(result.assignment, result.student)
-            main.update_or_create_student(result.student)
-            try:
-                main.find_submission(result.assignment, result.student).timestamp = graded.timestamp
-            except MissingEntry:
-                main.update_or_create_submission(result.assignment, result.student, timestamp=graded.timestamp)
-            for notebook in graded.notebooks:
-                main.find_submission_notebook(notebook.name, result.assignment, result.student).flagged = \
-                    notebook.flagged
-                for grade in notebook.grades:
-                    into = main.find_grade(grade.name, notebook.name, result.assignment, result.student)
-                    into.auto_score, into.needs_manual_grade = grade.auto_score, grade.needs_manual_grade
-                for comment in notebook.comments:
-                    into = main.find_comment(comment.name, notebook.name, result.assignment, result.student)
-                    into.auto_comment = comment.auto_comment
-            main.db.commit()
 
 
-def _load_state(root: Path) -> dict:
-    path = root / "autograded" / STATE_FILE
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _save_state(root: Path, state: dict) -> None:
-    path = root / "autograded" / STATE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=1, sort_keys=True))
-    temporary.replace(path)
-
-
-def _register_assignment(root: Path, assignment: str) -> None:
-    """Record the assignment and its grade cells in the gradebook (generate_assignment into a scratch folder)."""
-    with tempfile.TemporaryDirectory(prefix="cnn-course-release-") as scratch:
-        run = run_nbgrader(root, "generate_assignment", assignment, "--force",
-                        f"--CourseDirectory.release_directory={scratch}")
-    if run.returncode != 0:
-        raise CourseError(f"nbgrader generate_assignment {assignment} failed:\n{run.stdout[-2000:]}")
-
-
-def collect_zip(root: Path, assignment: str, archive: Path) -> None:
-    """Unpack an LMS download with ``nbgrader zip_collect`` into ``submitted/<student>/<assignment>/``.
-
-    Files in the archive are named ``<student id>_<notebook>.ipynb``
-    (``FileNameCollector.named_regexp`` in ``nbgrader_config.py``).
-
-    Raises:
-        CourseError: the archive does not exist or nbgrader cannot collect it.
-    """
-    if not archive.is_file():
-        raise CourseError(f"no such archive: {archive}")
-    folder = root / "downloaded" / assignment / "archive"
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(archive, folder / archive.name)
-    run = run_nbgrader(root, "zip_collect", assignment, "--force")
-    if run.returncode != 0:
-        raise CourseError(f"nbgrader zip_collect {assignment} failed:\n{run.stdout[-2000:]}")
-
-
-def _submissions(root: Path, assignments: list[str]) -> list[tuple[str, str, Path]]:
-    base = root / "submitted"
-    if not base.is_dir():
-        return []
-    return [(student.name, assignment, student / assignment)
-            for student in sorted(base.iterdir()) if student.is_dir()
-            for assignment in assignments if (student / assignment).is_dir()]
-
-
-def grade(root: Path, *, assignments: list[str] | None = None, jobs: int = 1, zip_files: list[Path] = (),
-          zip_assignment: str | None = None, limits: GradingLimits = GradingLimits(),
-          feedback: bool = True, export: Path | None = None, log=print) -> list[SubmissionResult]:
-    """Autograde every new or changed submission in ``root/submitted``, then write feedback and grades.csv.
-
-    Args:
-        root: the course folder (``nbgrader_config.py``, ``source/``, ``submitted/``).
-        assignments: assignments to grade; default every one in ``source/``.
-        jobs: worker processes; each grades whole submissions into its own gradebook copy.
-        zip_files: LMS downloads to collect first (with ``zip_assignment``).
-        zip_assignment: the assignment the archives belong to.
-        limits: time and memory limits.
-        feedback: write HTML feedback (``nbgrader generate_feedback``) for graded submissions.
-        export: where to write the grades CSV (``nbgrader export``); default ``root/grades.csv``.
-        log: where progress lines go.
+def gradebook_rows(db: Path, assignment: str, student: str) -> dict:
+    """What the gradebook ``db`` holds for one submission, as plain data (JSON-compatible).
 
     Returns:
-        One :class:`SubmissionResult` per submission found (graded or unchanged).
+        ``{"timestamp": ISO 8601 string or None, "notebooks": {notebook: {"flagged": bool,
+        "grades": {grade cell: [auto score (float or None), needs manual grade (bool)]},
+        "comments": {grade cell: auto comment (str or None)}}}}``.
 
     Raises:
-        CourseError: no ``nbgrader_config.py``, an unknown assignment, or a failing nbgrader step
-            that is the instructor's (generate_assignment, zip_collect).
+        nbgrader.api.MissingEntry: the submission is not in ``db``.
     """
     from nbgrader.api import Gradebook
 
-    root = Path(root).resolve()
-    if not (root / "nbgrader_config.py").is_file():
-        raise CourseError(f"{root} has no nbgrader_config.py: run the grade command from the course root")
-    available = course_assignments(root)
-    assignments = list(assignments or available)
-    unknown = [a for a in assignments if a not in available]
-    if unknown:
-        raise CourseError(f"no assignment {', '.join(unknown)} in {root / 'source'}; found {', '.join(available)}")
-    for archive in zip_files:
-        if not zip_assignment:
-            raise CourseError("say which assignment the archive holds (--assignment)")
-        collect_zip(root, zip_assignment, Path(archive))
-
-    found = _submissions(root, assignments)
-    state = _load_state(root)
-    results, todo = [], []
-    for student, assignment, folder in found:
-        result = SubmissionResult(student, assignment)
-        key = f"{assignment}/{student}"
-        digest = submission_digest(folder)
-        graded_before = (root / "autograded" / student / assignment).is_dir()
-        before = state.get(key) if isinstance(state.get(key), dict) else {"digest": state.get(key)}
-        if before.get("digest") == digest and graded_before:
-            result.skipped_unchanged = True
-            result.flags = list(before.get("flags", []))
-        else:
-            todo.append((result, digest))
-        results.append(result)
-    log(f"{len(found)} submission(s); {len(todo)} new or changed to grade with {jobs} job(s)")
-    if not todo:
-        _finish(root, results, feedback=False, export=export, log=log, isolated=limits.isolated)
-        return results
-
-    database = root / "gradebook.db"
-    for assignment in sorted({result.assignment for result, _ in todo}):
-        _register_assignment(root, assignment)
-    with Gradebook(_gradebook_url(database)) as gradebook:
-        known = {student.id for student in gradebook.students}
-        for student in sorted({result.student for result, _ in todo} - known):
-            gradebook.update_or_create_student(student)
-            log(f"registered new student {student}")
-
-    jobs = max(1, min(jobs, len(todo)))
-    shards = [todo[worker::jobs] for worker in range(jobs)]
-    with tempfile.TemporaryDirectory(prefix="cnn-course-grading-") as scratch:
-        worker_dbs = [database] if jobs == 1 else [Path(scratch) / f"worker-{i}.db" for i in range(jobs)]
-        if jobs > 1:
-            for copy in worker_dbs:
-                shutil.copy(database, copy)
-
-        def work(index: int) -> None:
-            for result, _ in shards[index]:
-                log(f"autograding {result.assignment} for {result.student}")
-                _grade_one(root, result, worker_dbs[index], limits)
-                log(f"  {result.student}: {result.seconds:.1f} s" + (f"; problems: {'; '.join(result.problems)}"
-                                                                     if result.problems else ""))
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            for finished in [pool.submit(work, index) for index in range(jobs)]:
-                finished.result()
-        if jobs > 1:
-            for index, copy in enumerate(worker_dbs):
-                merge_gradebook(copy, database, [result for result, _ in shards[index]])
-
-    for result, digest in todo:
-        state[f"{result.assignment}/{result.student}"] = {"digest": digest, "flags": result.flags}
-    _save_state(root, state)
-    _finish(root, results, feedback=feedback, export=export, log=log, isolated=limits.isolated)
-    return results
+    with Gradebook(_gradebook_url(db)) as gradebook:
+        submission = gradebook.find_submission(assignment, student)
+        return {
+            "timestamp": submission.timestamp.isoformat() if submission.timestamp else None,
+            "notebooks": {notebook.name: {
+                "flagged": bool(notebook.flagged),
+                "grades": {grade.name: [grade.auto_score, bool(grade.needs_manual_grade)] for grade in notebook.grades},
+                "comments": {comment.name: comment.auto_comment for comment in notebook.comments},
+            } for notebook in submission.notebooks},
+        }
 
 
-def _finish(root: Path, results: list[SubmissionResult], *, feedback: bool, export: Path | None, log,
-            isolated: bool) -> None:
-    graded = [result for result in results if result.graded]
-    if feedback:
-        # One nbgrader run per assignment; it skips students whose feedback folder exists, so the
-        # folders of the submissions graded now are removed first.
-        for result in graded:
-            shutil.rmtree(root / "feedback" / result.student / result.assignment, ignore_errors=True)
-        for assignment in sorted({result.assignment for result in graded}):
-            run = run_nbgrader(root, "generate_feedback", assignment)
-            if run.returncode != 0:
-                log(f"warning: nbgrader generate_feedback {assignment} failed: {_last_error(run.stdout)}")
-    for result in graded:
-        report = root / "feedback" / result.student / result.assignment / "grading-problems.txt"
-        notes = [*result.problems, *([] if isolated else [NO_ISOLATION_NOTE])]
-        if notes:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text("Notes from grading this submission:\n" + "".join(f"- {note}\n" for note in notes))
-        elif report.exists():
-            report.unlink()
-    target = export or root / "grades.csv"
-    run = run_nbgrader(root, "export", f"--CsvExportPlugin.to={target}")
-    if run.returncode != 0:
-        log(f"warning: nbgrader export failed: {_last_error(run.stdout)}")
-    else:
-        _add_flagged_column(target, results)
-    _print_summary(root, results, target, log)
-    if not isolated:
-        log(f"\nwarning: {NO_ISOLATION_NOTE} Install bubblewrap (apt-get install bubblewrap) to sandbox grading.")
+def store_gradebook_rows(db: Path, assignment: str, student: str, rows: dict) -> bool:
+    """Write one submission's :func:`gradebook_rows` into the gradebook ``db``, through nbgrader's API.
 
+    Registers the student and the submission when they are new. Autograded scores, the
+    needs-manual-grade marks, flags and automatic comments are replaced; manual scores and comments
+    already in ``db`` are kept.
 
-#: What a submission's feedback says when its kernel ran without the sandbox.
-NO_ISOLATION_NOTE = ("Grading ran without isolation: bubblewrap could not run on the grading machine, so the "
-                     "notebook's kernel was not kept from the machine's files, network and processes.")
+    Returns:
+        Whether the submission has a manual score in ``db`` (its feedback must then be made from ``db``).
 
+    Raises:
+        nbgrader.api.MissingEntry: ``rows`` names a notebook or grade cell that ``db``'s assignment lacks.
+    """
+    from datetime import datetime
 
-def _add_flagged_column(path: Path, results: list[SubmissionResult]) -> None:
-    """Add a ``flagged`` column to nbgrader's grades CSV: how many lines of each submission were flagged."""
-    import csv
-
-    flagged = {(result.assignment, result.student): len(result.flags) for result in results}
-    with open(path, newline="") as stream:
-        rows = list(csv.DictReader(stream))
-    if not rows:
-        return
-    fields = [name for name in rows[0] if name != "flagged"] + ["flagged"]
-    for row in rows:
-        row["flagged"] = flagged.get((row.get("assignment"), row.get("student_id")), 0)
-    with open(path, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _print_summary(root: Path, results: list[SubmissionResult], export: Path, log) -> None:
     from nbgrader.api import Gradebook, MissingEntry
 
-    rows = []
-    with Gradebook(_gradebook_url(root / "gradebook.db")) as gradebook:
-        for result in results:
-            try:
-                submission = gradebook.find_submission(result.assignment, result.student)
-                score, maximum = submission.score, submission.max_score
-            except MissingEntry:
-                score, maximum = float("nan"), float("nan")
-            status = "unchanged" if result.skipped_unchanged else ("problems" if result.problems else "graded")
-            rows.append((result.student, result.assignment, score, maximum, len(result.flags), status))
-    log("")
-    log(f"{'student':<20} {'assignment':<14} {'score':>7} {'max':>6} {'flagged':>7}  status")
-    for student, assignment, score, maximum, flagged, status in rows:
-        log(f"{student:<20} {assignment:<14} {score:>7.2f} {maximum:>6.1f} {flagged:>7}  {status}")
-    for result in results:
-        for flag in result.flags:
-            log(f"  flagged for a person, {result.student}: {flag}")
-    log(f"\nGrades: {export}\nFeedback: {root / 'feedback'}/<student>/<assignment>/")
-    for result in results:
-        for path in sorted((root / "feedback" / result.student / result.assignment).glob("*")):
-            log(f"  {path.relative_to(root)}")
+    timestamp = datetime.fromisoformat(rows["timestamp"]) if rows.get("timestamp") else None
+    manual = False
+    with Gradebook(_gradebook_url(db)) as gradebook:
+        gradebook.update_or_create_student(student)
+        try:
+            gradebook.find_submission(assignment, student).timestamp = timestamp
+        except MissingEntry:
+            gradebook.update_or_create_submission(assignment, student, timestamp=timestamp)
+        for name, notebook in rows["notebooks"].items():
+            gradebook.find_submission_notebook(name, assignment, student).flagged = notebook["flagged"]
+            for cell, (score, needs_manual_grade) in notebook["grades"].items():
+                grade = gradebook.find_grade(cell, name, assignment, student)
+                grade.auto_score, grade.needs_manual_grade = score, needs_manual_grade
+                manual = manual or grade.manual_score is not None
+            for cell, text in notebook["comments"].items():
+                gradebook.find_comment(cell, name, assignment, student).auto_comment = text
+        gradebook.db.commit()
+    return manual
