@@ -143,6 +143,9 @@ def hostile(tmp_path_factory):
         submit(root, student, blank if make is None else make(source))
     for student, notebooks in edited_and_deleted_tests(source).items():
         submit(root, student, notebooks)
+    # The instructor's solution handed in as a symbolic link: its target must never be read.
+    submit(root, "links_to_source", {"second": source["second"]})
+    (root / "submitted" / "links_to_source" / "toy" / "toy.ipynb").symlink_to(root / "source" / "toy" / "toy.ipynb")
     before = snapshot(root)
     results = grade(root, limits=LIMITS, log=lambda line: None)
     return root, before, {r.student: r for r in results}
@@ -152,7 +155,7 @@ EXPECTED_TOTALS = {
     "solution": 3, "blank": 0, "infinite_loop": 2, "sys_exit": 2, "os_exit": 2, "kernel_crash": 2,
     "allocates_50gb": 2, "patches_checks": 2, "redefines_helpers": 2, "hardcodes_output": 2,
     "prints_megabytes": 3, "malformed_json": 1, "missing_notebook": 1, "extra_notebook": 3,
-    "writes_outside": 3, "edits_test_cell": 2, "deletes_test_cell": 2,
+    "writes_outside": 3, "edits_test_cell": 2, "deletes_test_cell": 2, "links_to_source": 1,
 }
 
 
@@ -175,6 +178,7 @@ def test_reasons_reach_the_feedback(hostile):
     assert "toy.ipynb is not a valid notebook" in feedback(root, "malformed_json")
     assert "answer = 41 is not correct" in feedback(root, "patches_checks")
     assert "answer = 41 is not correct" in feedback(root, "redefines_helpers")
+    assert "toy.ipynb is a symbolic link; it was not graded" in feedback(root, "links_to_source")
     assert results["solution"].problems == []
 
 
@@ -223,7 +227,7 @@ def test_an_instructors_error_exits_2_and_grades_nothing(tmp_path):
     assert not (root / "autograded").exists()
 
 
-def test_parallel_grading_equals_sequential_and_zip_collect(tmp_path):
+def test_one_and_two_dask_workers_agree_and_zip_collect(tmp_path):
     source = toy_source()
     submissions = {"solution": source, "os_exit": HOSTILE["os_exit"](source),
                    "missing_notebook": HOSTILE["missing_notebook"](source),

@@ -239,7 +239,7 @@ def default_workers() -> int:
 
 
 @contextlib.contextmanager
-def connect(*, scheduler: str | None = None, scheduler_file: str | Path | None = None,
+def connect(*, scheduler=None, scheduler_file: str | Path | None = None,
             workers: int | None = None, timeout: float = 30) -> Iterator:
     """A Dask client: of the scheduler at ``scheduler`` or in ``scheduler_file``, else of a new local cluster.
 
@@ -247,7 +247,8 @@ def connect(*, scheduler: str | None = None, scheduler_file: str | Path | None =
     each, listening on 127.0.0.1 only, without a dashboard; it is closed on exit.
 
     Args:
-        scheduler: a scheduler address (``tcp://host:8786``).
+        scheduler: a scheduler address (``tcp://host:8786``), or a Dask cluster object (``SLURMCluster``,
+            the Kubernetes operator's ``KubeCluster``).
         scheduler_file: a scheduler's JSON file (``dask scheduler --scheduler-file``).
         workers: processes of the local cluster.
         timeout: seconds to wait for the scheduler.
@@ -321,7 +322,7 @@ def _store(root: Path, outcome: dict) -> SubmissionResult:
 
 
 def grade(root: Path, *, assignments: list[str] | None = None, jobs: int | None = None,
-          scheduler: str | None = None, scheduler_file: str | Path | None = None, zip_files: list[Path] = (),
+          scheduler=None, scheduler_file: str | Path | None = None, zip_files: list[Path] = (),
           zip_assignment: str | None = None, limits: GradingLimits = GradingLimits(), export: Path | None = None,
           log: Callable[[str], None] = tqdm.write) -> list[SubmissionResult]:
     """Autograde every new or changed submission in ``root/submitted`` on a Dask cluster, then write grades.csv.
@@ -330,7 +331,8 @@ def grade(root: Path, *, assignments: list[str] | None = None, jobs: int | None 
         root: the course folder (``nbgrader_config.py``, ``source/``, ``submitted/``).
         assignments: assignments to grade; default every one in ``source/``.
         jobs: worker processes of the local cluster (default :func:`default_workers`); ignored with a scheduler.
-        scheduler: address of a running Dask scheduler to grade on (``tcp://host:8786``).
+        scheduler: a running Dask scheduler to grade on: its address (``tcp://host:8786``), or a Dask cluster
+            object such as ``dask_jobqueue.SLURMCluster`` (see ``docs/grading-at-scale.md``).
         scheduler_file: a running scheduler's file (``dask scheduler --scheduler-file``).
         zip_files: LMS downloads to collect first (with ``zip_assignment``).
         zip_assignment: the assignment the archives belong to.
@@ -429,8 +431,10 @@ def _run_tasks(client, root: Path, todo: list, state: dict, kit: CourseKit, limi
     with tqdm(total=len(futures), unit="submission", desc="autograding", disable=None) as bar:
         for future in as_completed(futures):
             result, digest = futures[future]
+            started = time.monotonic()
             try:
                 graded = _store(root, future.result())
+                graded.store_seconds = time.monotonic() - started
             except Exception as error:  # a worker died twice on it (KilledWorker), or the grader failed
                 failures += 1
                 result.failed = result.graded = True

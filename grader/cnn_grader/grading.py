@@ -402,6 +402,7 @@ class SubmissionResult:
         problems: reasons written to the student's feedback (``grading-problems.txt``).
         flags: lines flagged for a person (:mod:`cnn_grader.flags`).
         seconds: wall-clock seconds the worker spent on it, autograde and feedback.
+        store_seconds: wall-clock seconds the coordinator spent writing its result (files and gradebook).
         isolated: whether its kernels ran in the bubblewrap sandbox.
         worker: the Dask worker that graded it (its address).
     """
@@ -414,6 +415,7 @@ class SubmissionResult:
     problems: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    store_seconds: float = 0.0
     isolated: bool = True
     worker: str = ""
 
