@@ -102,7 +102,8 @@ class Cluster:
         self.processes: list[subprocess.Popen] = []
         environment = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
         self._start([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
-                     "--no-dashboard", "--scheduler-file", str(self.scheduler_file)], environment, "scheduler")
+                     "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(self.scheduler_file)],
+                    environment, "scheduler")
         _until(lambda: self.scheduler_file.exists() and self.scheduler_file.stat().st_size, "the scheduler file")
         self.address = json.loads(self.scheduler_file.read_text())["address"]
         mask = (["bwrap", "--dev-bind", "/", "/", "--tmpfs", str(hidden), "--die-with-parent", "--"]
@@ -110,7 +111,8 @@ class Cluster:
         local = base / "workers"  # each worker makes its own folder in it
         local.mkdir()
         self._start([*mask, sys.executable, "-m", "dask", "worker", self.address, "--nworkers", "2",
-                     "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(local)],
+                     "--nthreads", "1", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
+                     "--local-directory", str(local)],
                     environment, "workers")
         from distributed import Client
 
@@ -176,6 +178,26 @@ def test_an_unreachable_scheduler_is_an_instructors_error():
     with pytest.raises(CourseError, match="cannot reach the Dask scheduler tcp://127.0.0.1:9"):
         with connect(scheduler="tcp://127.0.0.1:9", timeout=3):
             pass
+
+
+def _listening(processes: list[psutil.Process]) -> set[str]:
+    """The addresses on which ``processes`` and their descendants accept TCP connections."""
+    found = set()
+    for process in [*processes, *(child for top in processes for child in top.children(recursive=True))]:
+        with contextlib.suppress(psutil.Error):
+            found |= {connection.laddr.ip for connection in process.net_connections("tcp")
+                      if connection.status == psutil.CONN_LISTEN}
+    return found
+
+
+def test_the_local_cluster_listens_on_127_0_0_1_only():
+    with connect(workers=1):
+        assert _listening([psutil.Process()]) == {"127.0.0.1"}
+
+
+def test_the_cluster_listens_on_127_0_0_1_only(cluster):
+    running, _ = cluster
+    assert _listening([psutil.Process(process.pid) for process in running.processes]) == {"127.0.0.1"}
 
 
 def test_workers_cannot_see_the_course_folder(cluster):

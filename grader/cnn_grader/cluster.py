@@ -244,7 +244,7 @@ def connect(*, scheduler=None, scheduler_file: str | Path | None = None,
     """A Dask client: of the scheduler at ``scheduler`` or in ``scheduler_file``, else of a new local cluster.
 
     The local cluster runs ``workers`` worker processes (:func:`default_workers` if None) of one thread
-    each, listening on 127.0.0.1 only, without a dashboard; it is closed on exit.
+    each; it and its HTTP endpoints listen on 127.0.0.1 only, on free ports. It is closed on exit.
 
     Args:
         scheduler: a scheduler address (``tcp://host:8786``), or a Dask cluster object (``SLURMCluster``,
@@ -279,7 +279,7 @@ def connect(*, scheduler=None, scheduler_file: str | Path | None = None,
     with dask.config.set({"distributed.scheduler.allowed-failures": 1,
                           "distributed.worker.daemon": False}):
         with LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
-                          host="127.0.0.1", dashboard_address=None, memory_limit=WORKER_MEMORY_LIMIT,
+                          host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit=WORKER_MEMORY_LIMIT,
                           silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client:
             yield client
