@@ -180,6 +180,21 @@ def test_an_unreachable_scheduler_is_an_instructors_error():
             pass
 
 
+def test_a_scheduler_without_workers_is_an_instructors_error(tmp_path):
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                  "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _until(lambda: scheduler_file.exists() and scheduler_file.stat().st_size, "the scheduler file", timeout=60)
+        with pytest.raises(CourseError, match="has no worker after 2 s: start workers with `dask worker --scheduler-file"):
+            with connect(scheduler_file=scheduler_file, worker_timeout=2):
+                pass
+    finally:
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        scheduler.wait(timeout=20)
+
+
 def _listening(processes: list[psutil.Process]) -> set[str]:
     """The addresses on which ``processes`` and their descendants accept TCP connections."""
     found = set()

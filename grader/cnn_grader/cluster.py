@@ -240,7 +240,7 @@ def default_workers() -> int:
 
 @contextlib.contextmanager
 def connect(*, scheduler=None, scheduler_file: str | Path | None = None,
-            workers: int | None = None, timeout: float = 30) -> Iterator:
+            workers: int | None = None, timeout: float = 30, worker_timeout: float = 900) -> Iterator:
     """A Dask client: of the scheduler at ``scheduler`` or in ``scheduler_file``, else of a new local cluster.
 
     The local cluster runs ``workers`` worker processes (:func:`default_workers` if None) of one thread
@@ -252,6 +252,7 @@ def connect(*, scheduler=None, scheduler_file: str | Path | None = None,
         scheduler_file: a scheduler's JSON file (``dask scheduler --scheduler-file``).
         workers: processes of the local cluster.
         timeout: seconds to wait for the scheduler.
+        worker_timeout: seconds to wait for a scheduler's first worker (a batch system may queue the workers).
 
     Raises:
         CourseError: the scheduler cannot be reached, or both a scheduler and a scheduler file are given.
@@ -269,11 +270,11 @@ def connect(*, scheduler=None, scheduler_file: str | Path | None = None,
             raise CourseError(f"cannot reach the Dask scheduler {scheduler or scheduler_file}: {error}") from error
         with client:
             try:
-                client.wait_for_workers(1, timeout=timeout)
+                client.wait_for_workers(1, timeout=worker_timeout)
             except TimeoutError as error:
-                target = scheduler or f"--scheduler-file {scheduler_file}"
+                target = scheduler if isinstance(scheduler, str) else f"--scheduler-file {scheduler_file}"
                 raise CourseError(f"the Dask scheduler {scheduler or scheduler_file} has no worker after "
-                                  f"{timeout:g} s: start workers with `dask worker {target}`") from error
+                                  f"{worker_timeout:g} s: start workers with `dask worker {target}`") from error
             yield client
         return
     with dask.config.set({"distributed.scheduler.allowed-failures": 1,
