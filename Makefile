@@ -22,7 +22,7 @@ help:
 	@echo "make release   regenerate release/ from source/ with nbgrader generate_assignment"
 	@echo "make grade     autograde submitted/<student>/<assignment>/ on Dask (JOBS=N local workers, or"
 	@echo "               SCHEDULER=tcp://host:8786 or SCHEDULER_FILE=file; ZIP=lms.zip ASSIGNMENT=name)"
-	@echo "make bench     training throughput, time to accuracy, grading throughput (about 18 min on 2 cores; one part: BENCHES=grading)"
+	@echo "make bench     training throughput, time to accuracy, grading on Dask (about 55 min on 2 cores, 40 of them grading 8 submissions per assignment three ways; one part: BENCHES=grading)"
 	@echo "make bench-tests  time the test suite and its notebook parts (about 12 min)"
 	@echo "make fidelity  run every solution notebook in full mode (long) and check it against the published figures: docs/fidelity.md"
 

@@ -206,6 +206,7 @@ def grade_on_worker(kit: CourseKit, student: str, assignment: str, files: dict[s
     threads = max(1, cores // max(1, workers_per_host.get(_host(address), 1)))
     environment = {name: str(threads) for name in THREAD_VARIABLES}
     result = SubmissionResult(student, assignment, worker=address)
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"grade-{assignment}-", dir=local_directory) as scratch:
         root = Path(scratch)
         for relative, content in kit.files.items():
@@ -220,6 +221,7 @@ def grade_on_worker(kit: CourseKit, student: str, assignment: str, files: dict[s
         if run.returncode != 0:
             result.problems.append("feedback could not be generated: "
                                    + (run.stdout.strip().splitlines() or ["no log"])[-1][:300])
+        result.seconds = time.monotonic() - started  # autograde and feedback
         return {"result": result, "rows": gradebook_rows(database, assignment, student),
                 "autograded": _read_folder(root / "autograded" / student / assignment),
                 "feedback": _read_folder(root / "feedback" / student / assignment)}
