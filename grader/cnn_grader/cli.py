@@ -5,6 +5,8 @@
     python -m cnn_grader demo [--jobs N]            # grade the example submissions in build/demo/
     python -m cnn_grader grade [--jobs N | --scheduler tcp://HOST:8786 | --scheduler-file FILE]
                                [--zip FILE --assignment A]   # autograde on Dask, feedback, grades.csv
+    python -m cnn_grader hub [--port 8000] [--state build/hub]  # the course server (JupyterHub), until Ctrl-C
+    python -m cnn_grader hub-cycle [--state DIR]    # release, fetch, submit, grade, feedback through a fresh hub
 
 Run from the repository root, where ``nbgrader_config.py`` lives (the Makefile does).
 """
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .course import (RELEASE_IGNORE, CourseError, assignments, missing_datasets, notebook_points, release)
+from . import hub, hub_cycle
 from .cluster import grade
 from .grading import GradingLimits
 
@@ -101,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     grade_parser.add_argument("--memory-mb", type=int, default=6144, help="memory limit per kernel, MiB")
     grade_parser.add_argument("--no-sandbox", action="store_true",
                               help="run student kernels without the bubblewrap sandbox (the feedback says so)")
+    hub_parser = commands.add_parser("hub", help="run the course server (JupyterHub with nbgrader) until Ctrl-C")
+    hub_parser.add_argument("--port", type=int, default=8000, help="the hub's port on 127.0.0.1 (default 8000)")
+    hub_parser.add_argument("--state", type=Path, default=None, help="the server's state folder (default build/hub)")
+    cycle_parser = commands.add_parser("hub-cycle", help="the whole course cycle through a fresh course server")
+    cycle_parser.add_argument("--state", type=Path, default=None,
+                              help="the server's state folder (default build/hub-cycle, emptied first)")
+    cycle_parser.add_argument("--assignment", default="cnn_mnist", help="the assignment (default cnn_mnist)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if not (root / "nbgrader_config.py").is_file():
@@ -111,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             release(root, args.names or None)
         elif args.command == "demo":
             return demo(root, jobs=args.jobs)
+        elif args.command == "hub":
+            return hub.serve(root, args.state or root / "build" / "hub", port=args.port)
+        elif args.command == "hub-cycle":
+            state = args.state or root / "build" / "hub-cycle"
+            shutil.rmtree(state, ignore_errors=True)
+            hub_cycle.run(root, state, args.assignment)
         elif args.command == "grade":
             limits = GradingLimits(submission_seconds=args.submission_seconds, cell_seconds=args.cell_seconds,
                                    notebook_seconds=args.notebook_seconds, memory_mb=args.memory_mb,
