@@ -11,9 +11,15 @@ INSTALLED := $(VENV)/.installed
 JOBS ?=
 SCHEDULER ?=
 SCHEDULER_FILE ?=
-DEBIAN_PACKAGES := dataset-fashion-mnist bubblewrap
+DEBIAN_PACKAGES := dataset-fashion-mnist bubblewrap chromium chromium-driver
+# The course server's students run from their own environment: the student package, nbgrader and
+# JupyterLab, never the grader package (deploy/jupyterhub_config.py).
+STUDENT_VENV := .venv-student
+STUDENT_INSTALLED := $(STUDENT_VENV)/.installed
+PROXY_INSTALLED := deploy/node_modules/.installed
+PORT ?= 8000
 
-.PHONY: help setup test test-fast demo release grade bench bench-tests fidelity clean
+.PHONY: help setup test test-fast demo release grade hub hub-cycle bench bench-tests fidelity clean
 
 help:
 	@echo "make setup     create .venv/ and install everything (idempotent; as root also Debian's dataset-fashion-mnist)"
@@ -22,15 +28,17 @@ help:
 	@echo "make release   regenerate release/ from source/ with nbgrader generate_assignment"
 	@echo "make grade     autograde submitted/<student>/<assignment>/ on Dask (JOBS=N local workers, or"
 	@echo "               SCHEDULER=tcp://host:8786 or SCHEDULER_FILE=file; ZIP=lms.zip ASSIGNMENT=name)"
+	@echo "make hub       run the course server (JupyterHub + nbgrader exchange) on 127.0.0.1:$(PORT) until Ctrl-C; a local trial"
+	@echo "make hub-cycle release, fetch, validate, submit, autograde, grade and return feedback through a fresh hub"
 	@echo "make bench     training throughput, time to accuracy, grading on Dask (about 55 min on 2 cores, 40 of them grading 8 submissions per assignment three ways; one part: BENCHES=grading)"
 	@echo "make bench-tests  time the test suite and its notebook parts (about 12 min)"
 	@echo "make fidelity  run every solution notebook in full mode (long) and check it against the published figures: docs/fidelity.md"
 
-setup: $(INSTALLED)
+setup: $(INSTALLED) $(STUDENT_INSTALLED) $(PROXY_INSTALLED)
 
 $(INSTALLED): pyproject.toml grader/pyproject.toml constraints.txt
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	    ! (dpkg -s dataset-fashion-mnist && dpkg -s bubblewrap) >/dev/null 2>&1; then \
+	    ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
 	  echo "Installing Debian's dataset-fashion-mnist (the official Fashion-MNIST files) and bubblewrap (grading sandbox)"; \
 	  (apt-get install -y -q $(DEBIAN_PACKAGES) || (apt-get update -q && apt-get install -y -q $(DEBIAN_PACKAGES))) \
 	    || echo "warning: $(DEBIAN_PACKAGES) not installed; see README"; \
@@ -40,11 +48,31 @@ $(INSTALLED): pyproject.toml grader/pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e . -e './grader[dev]'
 	touch $@
 
+$(STUDENT_INSTALLED): pyproject.toml constraints.txt
+	test -x $(STUDENT_VENV)/bin/python || $(PYTHON) -m venv $(STUDENT_VENV)
+	$(STUDENT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(STUDENT_VENV)/bin/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e . 'jupyterhub>=5,<6'
+	@# Students see the assignment list and Validate, not the instructor's formgrader or create-assignment tools.
+	$(STUDENT_VENV)/bin/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment >/dev/null
+	$(STUDENT_VENV)/bin/jupyter labextension lock --level=sys_prefix @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment >/dev/null
+	$(STUDENT_VENV)/bin/jupyter server extension disable --sys-prefix nbgrader.server_extensions.formgrader nbgrader.server_extensions.course_list >/dev/null
+	touch $@
+
+$(PROXY_INSTALLED): deploy/package.json deploy/package-lock.json
+	@if command -v npm >/dev/null; then cd deploy && npm ci --no-audit --no-fund --loglevel=error && touch ../$@; \
+	else echo "warning: npm not found: the course server (make hub) needs Node.js 20 and npm; see README"; fi
+
 test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
 	$(BIN)/python -m cnn_grader demo --jobs 2
+
+hub: setup
+	$(BIN)/python -m cnn_grader hub --port $(PORT)
+
+hub-cycle: setup
+	$(BIN)/python -m cnn_grader hub-cycle
 
 release: setup
 	$(BIN)/python -m cnn_grader release
@@ -66,4 +94,4 @@ fidelity: setup
 	$(BIN)/python bench/fidelity.py --run --write
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(STUDENT_VENV) deploy/node_modules .pytest_cache

@@ -105,3 +105,47 @@ def replace_cell(notebook, grade_id: str, source: str):
     cell = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
     cell.source = source
     return notebook
+
+
+# -- the course server (JupyterHub) ------------------------------------------------------------------
+
+HUB_STUDENTS = ["student1", "student2", "student3", "student4"]
+
+
+def skip_without_hub() -> None:
+    """Skip the calling test when the course server cannot start here, saying what is missing."""
+    from cnn_grader.course import CourseError
+    from cnn_grader.hub import PROXY, check_student_environment
+
+    if not PROXY.exists():
+        pytest.skip(f"configurable-http-proxy is not installed at {PROXY}: `make setup` installs it with npm "
+                    "(needs Node.js 20 and npm; .ci/run has both)")
+    try:
+        check_student_environment()
+    except CourseError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
+def course_server(tmp_path_factory):
+    """One course server for the session: instructor, student1-4; torn down with a check that the hub
+    stopped everything it started."""
+    skip_without_hub()
+    from cnn_grader.hub import leftover_processes, start
+
+    state = tmp_path_factory.mktemp("hub")
+    server = start(ROOT, state, students=HUB_STUDENTS)
+    yield server
+    killed = server.stop()
+    assert killed == [], f"processes outlived the hub: {killed}"
+    assert leftover_processes(state) == []
+
+
+@pytest.fixture(scope="session")
+def hub_cycle_report(course_server):
+    """The whole cycle of cnn_mnist through the course server (student1 answers, student2 is blank)."""
+    from cnn_grader.hub_cycle import run_cycle
+
+    skip_without("mnist")
+    return run_cycle(course_server, "cnn_mnist", answering="student1", blank="student2",
+                     manual_grade=("cnn1_mnist", "cnn1_standardization", 1.0))
