@@ -17,6 +17,8 @@ DEBIAN_PACKAGES := dataset-fashion-mnist bubblewrap chromium chromium-driver
 STUDENT_VENV := .venv-student
 STUDENT_INSTALLED := $(STUDENT_VENV)/.installed
 PROXY_INSTALLED := deploy/node_modules/.installed
+STUDENT_HIDDEN_PLUGINS := @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment @jupyter/nbgrader:course-list \
+  @jupyterlab/apputils-extension:announcements
 PORT ?= 8000
 
 .PHONY: help setup test test-fast demo release grade hub hub-cycle bench bench-tests fidelity clean
@@ -52,9 +54,10 @@ $(STUDENT_INSTALLED): pyproject.toml constraints.txt
 	test -x $(STUDENT_VENV)/bin/python || $(PYTHON) -m venv $(STUDENT_VENV)
 	$(STUDENT_VENV)/bin/python -m pip install -q --upgrade pip
 	$(STUDENT_VENV)/bin/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e . 'jupyterhub>=5,<6'
-	@# Students see the assignment list and Validate, not the instructor's formgrader or create-assignment tools.
-	$(STUDENT_VENV)/bin/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment >/dev/null
-	$(STUDENT_VENV)/bin/jupyter labextension lock --level=sys_prefix @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment >/dev/null
+	@# Students see the assignment list and Validate, not the instructor's formgrader, course list or
+	@# create-assignment tools; and no news pop-up, which would reach for the internet.
+	$(STUDENT_VENV)/bin/jupyter labextension disable --level=sys_prefix $(STUDENT_HIDDEN_PLUGINS) >/dev/null 2>&1
+	$(STUDENT_VENV)/bin/jupyter labextension lock --level=sys_prefix $(STUDENT_HIDDEN_PLUGINS) >/dev/null 2>&1
 	$(STUDENT_VENV)/bin/jupyter server extension disable --sys-prefix nbgrader.server_extensions.formgrader nbgrader.server_extensions.course_list >/dev/null
 	touch $@
 

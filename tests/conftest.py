@@ -107,6 +107,13 @@ def replace_cell(notebook, grade_id: str, source: str):
     return notebook
 
 
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (``item.rep_call``), for fixtures that act on failure."""
+    outcome = yield
+    setattr(item, f"rep_{outcome.get_result().when}", outcome.get_result())
+
+
 # -- the course server (JupyterHub) ------------------------------------------------------------------
 
 HUB_STUDENTS = ["student1", "student2", "student3", "student4"]

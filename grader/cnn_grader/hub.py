@@ -111,6 +111,10 @@ STUDENT_ID_SETTING = (
     "    c.CourseDirectory.student_id = os.environ['JUPYTERHUB_USER']\n"
 )
 
+# For the same reason every submission belongs to that one OS user: collect's owner check (a defence
+# where each student is an OS user) would warn of cheating on every submission.
+OWNER_SETTING = "c.CollectApp.check_owner = False\n"
+
 
 def _prepare(root: Path, state: Path) -> Path:
     """Write the state folder (see the module docstring); keeps what an earlier run left in it."""
@@ -126,7 +130,8 @@ def _prepare(root: Path, state: Path) -> Path:
     for role in ("student", "instructor"):
         folder = state / "jupyter-config" / role
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "nbgrader_config.py").write_text(settings + (STUDENT_ID_SETTING if role == "student" else ""))
+        (folder / "nbgrader_config.py").write_text(settings + (STUDENT_ID_SETTING if role == "student" else
+                                                               OWNER_SETTING))
     # The formgrader's pages open inside JupyterLab (an iframe of the same origin).
     (state / "jupyter-config" / "instructor" / "jupyter_server_config.json").write_text(json.dumps(
         {"ServerApp": {"tornado_settings": {"headers": {"Content-Security-Policy": "frame-ancestors 'self'"}}}}))
