@@ -74,6 +74,16 @@ def _timed(report: CycleReport, step: str):
     return _Timer()
 
 
+def _formgrader_action(server: CourseServer, token: str, assignment: str, action: str) -> dict:
+    """POST one of the formgrader's assignment actions (assign, release, collect, generate_feedback,
+    release_feedback); raises :class:`CourseError` with nbgrader's log when it fails."""
+    answer = server.request("POST", server.service_url(f"formgrader/api/assignment/{assignment}/{action}"),
+                            token=token).json()
+    if not answer.get("success"):
+        raise CourseError(f"the formgrader's {action} of {assignment} failed: {answer}")
+    return answer
+
+
 def _listing(answer: dict, action: str) -> list[dict]:
     """The assignment list in an answer of nbgrader's assignment endpoints; raises :class:`CourseError`
     with nbgrader's message when the action failed."""
@@ -111,10 +121,7 @@ def run_cycle(server: CourseServer, assignment: str, *, answering: str | None = 
 
     with _timed(report, "release"):
         for action in ("assign", "release"):
-            answer = server.request("POST", server.service_url(f"formgrader/api/assignment/{assignment}/{action}"),
-                                    token=instructor).json()
-            if not answer.get("success"):
-                raise CourseError(f"the formgrader's {action} of {assignment} failed: {answer}")
+            _formgrader_action(server, instructor, assignment, action)
 
     folder = f"{course}/{assignment}"
     solutions = server.course_root / "source" / assignment
@@ -146,10 +153,7 @@ def run_cycle(server: CourseServer, assignment: str, *, answering: str | None = 
                                     data=exchange_args).json(), f"{student}'s submit")
 
     with _timed(report, "collect"):
-        answer = server.request("POST", server.service_url(f"formgrader/api/assignment/{assignment}/collect"),
-                                token=instructor).json()
-        if not answer.get("success"):
-            raise CourseError(f"the formgrader's collect of {assignment} failed: {answer}")
+        _formgrader_action(server, instructor, assignment, "collect")
     with _timed(report, "autograde"):
         command = grade_command or [sys.executable, "-m", "cnn_grader", "grade", "--jobs", "1"]
         done = subprocess.run(command, cwd=server.course_root, capture_output=True, text=True, timeout=1800)
@@ -172,10 +176,7 @@ def run_cycle(server: CourseServer, assignment: str, *, answering: str | None = 
 
     with _timed(report, "feedback"):
         for action in ("generate_feedback", "release_feedback"):
-            answer = server.request("POST", server.service_url(f"formgrader/api/assignment/{assignment}/{action}"),
-                                    token=instructor).json()
-            if not answer.get("success"):
-                raise CourseError(f"the formgrader's {action} of {assignment} failed: {answer}")
+            _formgrader_action(server, instructor, assignment, action)
         for item in server.request("GET", server.service_url(f"formgrader/api/submissions/{assignment}"),
                                    token=instructor).json():
             report.scores[item["student"]] = item["score"]
