@@ -24,7 +24,7 @@ PORT ?= 8000
 .PHONY: help setup test test-fast demo release grade hub hub-cycle bench bench-tests fidelity clean
 
 help:
-	@echo "make setup     create .venv/ and install everything (idempotent; as root also Debian's dataset-fashion-mnist)"
+	@echo "make setup     create .venv/ and .venv-student/, install everything (idempotent; as root also Debian packages)"
 	@echo "make demo      grade the example submissions (examples/) and show the grades and feedback"
 	@echo "make test      run the whole test suite (notebooks in smoke mode)"
 	@echo "make release   regenerate release/ from source/ with nbgrader generate_assignment"
