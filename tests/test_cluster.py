@@ -60,8 +60,10 @@ def outcome(root: Path) -> dict:
     """What grading produced, in a form two runs can be compared by:
 
     * the gradebook, cell by cell (scores, needs-manual-grade marks, flags, automatic comments);
-    * ``autograded/``: the same files; notebooks with the same cells and, per cell, the same kinds of
-      output and errors (outputs such as training times differ from run to run); other files byte for byte;
+    * ``autograded/``: the same files; notebooks with the same cells and, per cell, the same rich outputs
+      and errors, by kind (their content, such as training times, differs from run to run); stream outputs
+      are left out, because how stdout and stderr interleave, and so how many stream outputs a cell gets,
+      depends on timing; other files byte for byte;
     * ``feedback/``: the same files; the scores each HTML page shows, in order; text files byte for byte.
     """
     table = {student: gradebook_rows(root / "gradebook.db", ASSIGNMENT, student)["notebooks"] for student in STUDENTS}
@@ -71,7 +73,8 @@ def outcome(root: Path) -> dict:
             if relative.endswith(".ipynb"):
                 cells = nbformat.reads(content.decode(), as_version=4).cells
                 content = [(cell.cell_type, cell.source, cell.metadata.get("nbgrader", {}).get("grade_id"),
-                            [(o.output_type, o.get("ename")) for o in cell.get("outputs", [])]) for cell in cells]
+                            [(o.output_type, o.get("ename")) for o in cell.get("outputs", [])
+                             if o.output_type != "stream"]) for cell in cells]
             autograded[f"{student}/{relative}"] = content
         for relative, content in _read_folder(root / "feedback" / student / ASSIGNMENT).items():
             if relative.endswith(".html"):
