@@ -20,6 +20,10 @@ PROXY_INSTALLED := deploy/node_modules/.installed
 STUDENT_HIDDEN_PLUGINS := @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment @jupyter/nbgrader:course-list \
   @jupyterlab/apputils-extension:announcements
 PORT ?= 8000
+# pytest-xdist workers of make test; 1 runs pytest alone. The slow tests already keep two cores busy
+# (Dask grading on two workers, TensorFlow's thread pools): on 2 cores, tests/test_cluster.py took
+# 697 s alone and about 1,980 s beside a second worker. On a bigger machine, try one per 2-4 cores.
+TEST_WORKERS ?= 1
 
 .PHONY: help setup test test-fast demo release grade hub hub-cycle bench bench-tests fidelity clean
 
@@ -66,7 +70,7 @@ $(PROXY_INSTALLED): deploy/package.json deploy/package-lock.json
 	else echo "warning: npm not found: the course server (make hub) needs Node.js 20 and npm; see README"; fi
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 
 demo: setup
 	$(BIN)/python -m cnn_grader demo --jobs 2

@@ -1,6 +1,6 @@
 """Wall time of the test suite (`make test`) and of its notebook parts.
 
-    python bench/test_suite.py                          # runs pytest here (about 12 min on 2 cores)
+    python bench/test_suite.py                          # runs pytest here, as make test does
     python bench/test_suite.py --junit FILE --wall S    # reads a run made elsewhere, e.g. CI
 
 A run is timed from outside, and pytest's own JUnit XML report (``--junitxml``) gives the seconds
