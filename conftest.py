@@ -6,6 +6,8 @@ share a session fixture form one unit (:data:`SAME_WORKER`), and the slowest uni
 (:data:`SLOWEST_FIRST`), so that no long file is left to run alone at the end.
 """
 
+import pytest
+
 pytest_plugins = ["cnn_grader.testing"]
 
 #: Test files that share an expensive session fixture: each group runs on one worker.
@@ -27,6 +29,7 @@ SLOWEST_FIRST = (
 )
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which may not be installed
 def pytest_xdist_make_scheduler(config, log):
     """One work unit per test file (or :data:`SAME_WORKER` group), the slowest units first."""
     from xdist.scheduler import LoadScopeScheduling

