@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 import nbformat
-from common import write_result
+from common import ROOT, write_result
 from grading import kernel_startup_seconds, new_course
 
 from cnn_grader.course import assignments, missing_datasets, register_assignment, run_nbgrader
@@ -102,8 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2, help="gradings of each assignment (default 2)")
     args = parser.parse_args()
-    names = [name for name in assignments(Path(__file__).resolve().parents[1])
-             if not missing_datasets(Path(__file__).resolve().parents[1], name)]
+    names = [name for name in assignments(ROOT) if not missing_datasets(ROOT, name)]
     results: dict = {"repeats (medians over them)": args.repeats}
     results.update(kernel_startup_seconds())
     for name in names:
