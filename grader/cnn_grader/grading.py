@@ -24,12 +24,14 @@ for one submission in one course folder (the course is graded on a Dask cluster 
 from __future__ import annotations
 
 import ast
+import atexit
 import contextlib
 import functools
 import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -96,6 +98,111 @@ class _SandboxedKernelManager(AsyncKernelManager):
         # Signals stop at bubblewrap; ipykernel also takes an interrupt as a control message.
         self.kernel_spec.interrupt_mode = "message"
         return command, kw
+
+
+#: The checker kernel kept between the notebooks of one submission: ``folder``, ``manager``, ``client``.
+_SHARED_CHECKER: dict = {}
+
+#: Run in the checker before each notebook: its namespace back to what a fresh kernel had, Keras's state
+#: and figures cleared, so that nothing of the previous notebook reaches this one's grade cells.
+_CHECKER_RESET = """\
+try:
+    __checker_base
+except NameError:
+    __checker_base = frozenset(globals()) | {"__checker_base"}
+if "__checker" in globals():
+    __checker.close()
+for __name in [name for name in list(globals()) if name not in __checker_base]:
+    globals().pop(__name, None)
+globals().pop("__name", None)
+import sys as __sys
+if "keras" in __sys.modules:
+    __sys.modules["keras"].backend.clear_session()
+if "matplotlib.pyplot" in __sys.modules:
+    __sys.modules["matplotlib.pyplot"].close("all")
+del __sys
+"""
+
+
+def _alive(manager) -> bool:
+    """Whether a kernel manager's kernel is running; False when it cannot tell."""
+    from jupyter_core.utils import run_sync
+
+    try:
+        return bool(run_sync(manager.is_alive)())
+    except Exception:  # noqa: BLE001 - a kernel that cannot answer is not alive
+        return False
+
+
+def _shutdown(manager, client) -> None:
+    from jupyter_core.utils import run_sync
+
+    with contextlib.suppress(Exception):
+        client.stop_channels()
+    with contextlib.suppress(Exception):
+        run_sync(manager.shutdown_kernel)(now=True)
+
+
+def _stop_shared_checker() -> None:
+    """Stop the kept checker kernel, if any (at the next submission's folder, and when the process ends)."""
+    manager, client = _SHARED_CHECKER.pop("manager", None), _SHARED_CHECKER.pop("client", None)
+    _SHARED_CHECKER.clear()
+    if manager is not None:
+        _shutdown(manager, client)
+
+
+atexit.register(_stop_shared_checker)
+
+
+def machine_paths(folder: str, temporary: str) -> list[tuple[str, str]]:
+    """The grading machine's folders that outputs may name, each with what feedback shows instead.
+
+    Args:
+        folder: the submission's folder (shown as ``.``).
+        temporary: the kernel's private temporary folder (shown as ``$TMPDIR``).
+
+    Returns:
+        ``(absolute path, shown as)`` pairs, longest path first, so that the most specific one is replaced.
+    """
+    import sysconfig
+
+    import cnn_course
+
+    above = Path(folder).parents  # <course>/autograded/<student>/<assignment>
+    roles = [(folder, "."), (temporary, "$TMPDIR"), (sysconfig.get_paths()["purelib"], "<site-packages>"),
+             (str(Path(cnn_course.__file__).resolve().parent), "<site-packages>/cnn_course"),
+             (str(Path(__file__).resolve().parent), "<grader>"),
+             (os.environ.get("CNN_COURSE_DATA", ""), "<course data>"), (sandbox.keras_home(), "~/.keras"),
+             (sys.prefix, "<python>"), (sys.base_prefix, "<python>"),
+             (str(above[2]) if len(above) > 3 else "", "<course>"), (tempfile.gettempdir(), "$TMPDIR"),
+             (os.path.expanduser("~"), "~")]
+    pairs = {}
+    for path, shown in roles:
+        if path and os.path.isabs(path) and path != os.sep:
+            for form in (path.rstrip(os.sep), os.path.realpath(path)):
+                pairs.setdefault(form, shown)
+    return sorted(pairs.items(), key=lambda pair: len(pair[0]), reverse=True)
+
+
+def hide_machine_paths(output: NotebookNode, paths: list[tuple[str, str]]) -> None:
+    """Replace the grading machine's folders in an output's text (stream, error, text/plain) by their role.
+
+    A student's feedback then names ``<site-packages>/keras/...`` or ``./cnn1.keras``, never where the
+    grader keeps the course, the Python environment or the data sets.
+    """
+    def hide(text: str) -> str:
+        for path, shown in paths:
+            if path in text:
+                text = text.replace(path + os.sep, shown + os.sep).replace(path, shown)
+        return text
+
+    if output.get("output_type") == "stream":
+        output.text = hide(output.get("text", ""))
+    elif output.get("output_type") == "error":
+        output.evalue = hide(output.get("evalue", ""))
+        output.traceback = [hide(line) for line in output.get("traceback", [])]
+    elif isinstance(output.get("data", {}).get("text/plain"), str):
+        output.data["text/plain"] = hide(output.data["text/plain"])
 
 
 def _error_output(name: str, message: str) -> NotebookNode:
@@ -193,6 +300,7 @@ class CheckedExecute(Execute):
         self._requests = 0
         self._tests = gradebook_tests(resources)
         self._checked: set[str] = set()
+        self._machine_paths = machine_paths(self._folder, self._temporary)
         try:
             if self._tests:
                 self._start_checker()
@@ -204,21 +312,31 @@ class CheckedExecute(Execute):
     # -- the checker kernel -------------------------------------------------------------------
 
     def _start_checker(self) -> None:
-        """Start the checker kernel and send it its set-up, without waiting for it: its imports overlap the
-        student's first cells."""
+        """Get the checker kernel ready for this notebook and send it its set-up, without waiting for it.
+
+        The checker of the previous notebook is kept when it graded the same folder (the notebooks of one
+        submission) and ended well: its namespace and Keras's state are reset, and its imports are done. A
+        new checker's imports overlap the student's first cells.
+        """
         from jupyter_core.utils import run_sync
 
-        manager = AsyncKernelManager(kernel_name=self.kernel_name or "python3")
-        run_sync(manager.start_kernel)(cwd=self._folder, extra_arguments=list(self.extra_arguments),
-                                       env={**os.environ, "MPLBACKEND": "agg"})
-        client = manager.client()
-        client.start_channels()
-        run_sync(client.wait_for_ready)(timeout=self.startup_timeout)
+        shared = _SHARED_CHECKER
+        if shared.get("folder") == self._folder and shared.get("manager") is not None:
+            manager, client = shared.pop("manager"), shared.pop("client")
+        else:
+            _stop_shared_checker()
+            manager = AsyncKernelManager(kernel_name=self.kernel_name or "python3")
+            run_sync(manager.start_kernel)(cwd=self._folder, extra_arguments=list(self.extra_arguments),
+                                           env={**os.environ, "MPLBACKEND": "agg"})
+            client = manager.client()
+            client.start_channels()
+            run_sync(client.wait_for_ready)(timeout=self.startup_timeout)
         self._checker_km, self._checker_kc = manager, client
         # The student kernel's connection file is known before it starts (_SandboxedKernelManager puts it there).
         connection_file = os.path.join(self._temporary, "sockets", "kernel.json")
         # The imports happen here, silently: TensorFlow's start-up lines on stderr would fail the first grade cell.
         self._checker_setup = client.execute(
+            _CHECKER_RESET + f"import os as __os\n__os.chdir({self._folder!r})\ndel __os\n"
             "from cnn_grader.checker import Checker as __Checker, trusted_namespace as __trusted\n"
             f"__checker = __Checker({connection_file!r}, {self._exchange!r}, {self.timeout or 120})\n"
             "__trusted()\n"
@@ -235,18 +353,21 @@ class CheckedExecute(Execute):
             self.kc = student_kc
         self._checker_setup = None
         if reply is None or reply["content"].get("status") != "ok":
+            _shutdown(self._checker_km, self._checker_kc)
+            self._checker_km = self._checker_kc = None
             raise RuntimeError(f"the checker kernel could not start: {(reply or {}).get('content', {}).get('evalue')}")
 
     def _stop_checker(self) -> None:
-        from jupyter_core.utils import run_sync
-
+        """Stop the checker kernel, unless it ended its notebook ready for the next one (then keep it)."""
         if self._checker_km is None:
             return
-        with contextlib.suppress(Exception):
-            self._checker_kc.stop_channels()
-        with contextlib.suppress(Exception):
-            run_sync(self._checker_km.shutdown_kernel)(now=True)
+        manager, client = self._checker_km, self._checker_kc
+        ready = self._checker_setup is None and _alive(manager)
         self._checker_km = self._checker_kc = self._checker_setup = None
+        if ready:
+            _SHARED_CHECKER.update(folder=self._folder, manager=manager, client=client)
+        else:
+            _shutdown(manager, client)
 
     def _run_silently(self, code: str, client=None) -> dict | None:
         """Run code in a kernel (default the student's) without touching the notebook; returns the reply."""
@@ -286,7 +407,8 @@ class CheckedExecute(Execute):
                 "CheckerDied", f"The checker stopped while reading your answers (a model too large for the memory "
                                f"limit of {self.memory_limit_mb:,} MiB?)."))
             self.km, self.kc = student_km, student_kc
-            self._stop_checker()
+            _shutdown(self._checker_km, self._checker_kc)
+            self._checker_km = self._checker_kc = self._checker_setup = None
         finally:
             cell.source = source
             self.km, self.kc = student_km, student_kc
@@ -310,7 +432,7 @@ class CheckedExecute(Execute):
                 cell, resources = self._run_test_cell(cell, resources, index)
             else:
                 cell, resources = super().preprocess_cell(cell, resources, index)
-            self._limit_output(cell)
+            self._clean_outputs(cell)
             return cell, resources
         except DeadKernelError:
             cell.outputs.append(_error_output(
@@ -330,12 +452,14 @@ class CheckedExecute(Execute):
         self._checked.add(grade_id)
         return True
 
-    def _limit_output(self, cell) -> None:
+    def _clean_outputs(self, cell) -> None:
+        """Cut long text outputs, and show the grading machine's folders by their role (:func:`hide_machine_paths`)."""
         limit = self.max_output_characters
         for output in cell.outputs:
             if output.get("output_type") == "stream" and len(output.get("text", "")) > limit:
                 cut = len(output.text) - limit
                 output.text = output.text[:limit] + f"\n... [{cut:,} more characters cut by the grader]\n"
+            hide_machine_paths(output, self._machine_paths)
 
     def _restart_and_replay(self, index: int) -> None:
         """A fresh student kernel, with the student's cells before ``index`` run again (outputs stay as they were)."""
