@@ -1,11 +1,15 @@
-"""release/ is exactly what nbgrader generates from source/ (the committed student versions are in sync)."""
+"""release/ is exactly what nbgrader generates from source/ (the committed student versions are in sync),
+and no student version gives a question's answer away in its text before the question is graded."""
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from cnn_grader.course import assignments, release_differences
 
@@ -49,3 +53,146 @@ def test_released_notebooks_hold_no_solution_and_no_hidden_test():
         for marker in ("BEGIN SOLUTION", "HIDDEN TESTS", "assert_same_architecture", 'correct="'):
             assert marker not in text, (path.name, marker)
         assert "# here is your code coming" in text, path.name
+
+
+# --- No answer before its question ----------------------------------------------------------------------------
+#
+# bench/claims/<notebook>.toml gives every question (every grade cell) phrases that give its answer away. No
+# markdown cell of the student version before that grade cell may contain one. The claims are outside source/
+# because nbgrader copies every file there into the release.
+
+CLAIMS = ROOT / "bench" / "claims"
+RELEASED = sorted((ROOT / "release").glob("*/*.ipynb"))
+
+_SPACES = str.maketrans({"\u00a0": " ", "\u2007": " ", "\u2009": " ", "\u202f": " "})
+
+
+def normalise(text: str) -> str:
+    """``text`` lower-cased, for a phrase search: thin and non-breaking spaces are spaces, any run of white space
+    one space, a thousands separator (comma, space or underscore) is dropped ("250,890", "250 890" and "250_890"
+    read "250890"), and no space stands before "%"."""
+    text = re.sub(r"\s+", " ", text.translate(_SPACES).lower())
+    text = re.sub(r"(?<=\d)[, _](?=\d{3}(?!\d))", "", text)
+    return text.replace(" %", "%")
+
+
+def phrase_pattern(phrase: str) -> re.Pattern:
+    """A search for the normalised ``phrase`` in normalised text; a number is matched whole ("320" is not in
+    "3200", "98.7" is not in "98.75")."""
+    text = normalise(phrase).strip()
+    before = r"(?<!\d)" if text[:1].isdigit() else ""
+    after = r"(?!\d)" if text[-1:].isdigit() else ""
+    return re.compile(before + re.escape(text) + after)
+
+
+def read_claims(path: Path) -> dict:
+    """The claims file at ``path`` (``bench/claims/<notebook>.toml``), parsed."""
+    with open(path, "rb") as file:
+        return tomllib.load(file)
+
+
+def grade_cells(notebook) -> dict[str, int]:
+    """``{grade_id: cell index}`` of the notebook's grade cells: autograded tests and manually graded answers."""
+    return {cell.metadata["nbgrader"]["grade_id"]: index for index, cell in enumerate(notebook.cells)
+            if cell.metadata.get("nbgrader", {}).get("grade")}
+
+
+def answers_given_away(notebook, claims: dict, name: str) -> list[str]:
+    """What is wrong with a student ``notebook`` (named ``name``, e.g. ``cnn_mnist/fc_mnist``) against its
+    ``claims``: a claimed grade_id that the notebook lacks, a grade cell without an ``[[answers]]`` entry or
+    without phrases, and every markdown cell before a grade cell that contains one of its answer's phrases
+    (case-insensitive). One line per problem; an empty list means the notebook gives no answer away."""
+    problems = []
+    graded = grade_cells(notebook)
+    answers = {}
+    for answer in claims.get("answers", []):
+        grade_id = answer.get("grade_id")
+        if grade_id in answers:
+            problems.append(f"{name}: grade_id {grade_id!r} has two [[answers]] entries")
+        answers[grade_id] = answer
+    for grade_id in sorted(answers.keys() - graded.keys(), key=str):
+        problems.append(f"{name}: the claims name grade_id {grade_id!r}, which the notebook has no grade cell of")
+    for grade_id, grade_index in graded.items():
+        phrases = [phrase for phrase in answers.get(grade_id, {}).get("phrases", []) if phrase.strip()]
+        if not phrases:
+            problems.append(f"{name}: grade cell {grade_id!r} (cell {grade_index}) has no [[answers]] phrases")
+        for phrase in phrases:
+            pattern = phrase_pattern(phrase)
+            for index, cell in enumerate(notebook.cells[:grade_index]):
+                if cell.cell_type == "markdown" and pattern.search(normalise(cell.source)):
+                    problems.append(f"{name}: markdown cell {index} gives away the answer to {grade_id!r} "
+                                    f"(cell {grade_index}): it contains {phrase!r}")
+    return problems
+
+
+def notebook_name(path: Path) -> str:
+    """``<assignment>/<notebook>`` of a notebook in release/ or source/."""
+    return f"{path.parent.name}/{path.stem}"
+
+
+@pytest.mark.parametrize("path", RELEASED, ids=notebook_name)
+def test_no_release_notebook_gives_an_answer_away_before_its_question(path):
+    """Every grade cell has phrases in bench/claims, and no markdown cell before it contains one."""
+    claims_path = CLAIMS / f"{path.stem}.toml"
+    assert claims_path.exists(), f"{notebook_name(path)}: no claims file {claims_path.relative_to(ROOT)}"
+    claims = read_claims(claims_path)
+    assert claims.get("notebook") == notebook_name(path), (claims_path.name, claims.get("notebook"))
+    problems = answers_given_away(nbformat.read(path, as_version=4), claims, notebook_name(path))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", RELEASED, ids=notebook_name)
+def test_every_answer_has_a_phrase_that_the_solution_notebook_says(path):
+    """Phrases of which the solution notebook says none (typos, an answer since reworded) could never match.
+    (A phrase may also be a wording that an earlier release used, e.g. "accuracy near 100".)"""
+    claims = read_claims(CLAIMS / f"{path.stem}.toml")
+    source = ROOT / "source" / path.parent.name / path.name
+    text = normalise("\n".join(cell.source for cell in nbformat.read(source, as_version=4).cells))
+    unsaid = [answer["grade_id"] for answer in claims["answers"]
+              if not any(phrase_pattern(phrase).search(text) for phrase in answer["phrases"])]
+    assert not unsaid, f"{notebook_name(path)}: {source.relative_to(ROOT)} says none of the phrases of {unsaid}"
+
+
+def test_every_claims_file_is_of_a_released_notebook():
+    """One claims file per released notebook, none left over from a notebook that is gone."""
+    assert RELEASED, "nothing released"
+    assert sorted(path.stem for path in CLAIMS.glob("*.toml")) == sorted(path.stem for path in RELEASED)
+
+
+def test_normalise_reads_a_number_the_same_however_its_thousands_are_separated():
+    """Thousands separators, thin and non-breaking spaces and "100 %" against "100%" do not hide a phrase."""
+    assert {normalise(text) for text in ("250,890", "250 890", "250\u2009890", "250\u202f890", "250_890")} == {"250890"}
+    assert normalise("Nearly\u00a0100 %\n of  it") == "nearly 100% of it"
+    assert phrase_pattern("320").search(normalise("320 parameters"))
+    assert not phrase_pattern("320").search(normalise("3,200 parameters"))
+    assert not phrase_pattern("98.7 %").search(normalise("98.75 %"))
+
+
+def test_a_phrase_before_its_grade_cell_is_found_and_one_after_it_is_not():
+    """The check fails a hand-made notebook that gives answers away, and passes it once they come after."""
+    def grade_cell(grade_id):
+        return nbformat.v4.new_code_cell("check()", metadata={"nbgrader": {
+            "grade": True, "solution": False, "grade_id": grade_id, "points": 1}})
+
+    claims = {"answers": [{"grade_id": "test_dense", "phrases": ["250,890"]},
+                          {"grade_id": "test_overfit", "phrases": ["Nearly 100 %"]}]}
+    leaky = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("The dense layer has 250\u2009890 parameters."),
+        grade_cell("test_dense"),
+        nbformat.v4.new_markdown_cell("Training accuracy climbs to nearly 100%."),
+        grade_cell("test_overfit"),
+    ])
+    assert answers_given_away(leaky, claims, "hw/leaky") == [
+        "hw/leaky: markdown cell 0 gives away the answer to 'test_dense' (cell 1): it contains '250,890'",
+        "hw/leaky: markdown cell 2 gives away the answer to 'test_overfit' (cell 3): it contains 'Nearly 100 %'",
+    ]
+    leaky.cells[0].source = "How many parameters does the dense layer have?"
+    leaky.cells.insert(2, nbformat.v4.new_markdown_cell("It has 250,890."))  # after its grade cell: allowed
+    leaky.cells[3].source = "Does it overfit?"
+    assert answers_given_away(leaky, claims, "hw/leaky") == []
+    leaky.cells.append(grade_cell("test_unclaimed"))
+    claims["answers"].append({"grade_id": "test_gone", "phrases": ["x"]})
+    assert answers_given_away(leaky, claims, "hw/leaky") == [
+        "hw/leaky: the claims name grade_id 'test_gone', which the notebook has no grade cell of",
+        "hw/leaky: grade cell 'test_unclaimed' (cell 5) has no [[answers]] phrases",
+    ]
