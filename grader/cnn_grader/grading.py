@@ -281,6 +281,9 @@ class CheckedExecute(Execute):
                    "own process namespace) when bwrap works.").tag(config=True)
     max_kernel_restarts = Integer(3, help="Kernel deaths survived per notebook; after that cells are not run.").tag(
         config=True)
+    keep_checker = Bool(
+        True, help="Keep the checker kernel from one notebook of a submission to the next (reset in between), "
+                   "instead of starting one per notebook.").tag(config=True)
     max_output_characters = Integer(
         100_000, help="Characters of text kept per cell output; the rest is cut (nbgrader's LimitOutput counts "
                       "lines only).").tag(config=True)
@@ -362,7 +365,7 @@ class CheckedExecute(Execute):
         if self._checker_km is None:
             return
         manager, client = self._checker_km, self._checker_kc
-        ready = self._checker_setup is None and _alive(manager)
+        ready = self.keep_checker and self._checker_setup is None and _alive(manager)
         self._checker_km = self._checker_kc = self._checker_setup = None
         if ready:
             _SHARED_CHECKER.update(folder=self._folder, manager=manager, client=client)
