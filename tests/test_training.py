@@ -88,6 +88,22 @@ def test_fit_records_seconds_per_epoch_and_is_repeatable():
     np.testing.assert_allclose(first.history["loss"], second.history["loss"], rtol=1e-6)
 
 
+def test_a_grading_run_trains_two_batches_per_epoch_eagerly_and_leaves_the_model_as_it_was(monkeypatch):
+    import keras
+
+    monkeypatch.setenv("CNN_COURSE_BUDGET", "grading")
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = fit(model, x, y, epochs=2, batch_size=8, validation_data=(x, y), verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 2 * training.GRADING_STEPS
+    assert len(history.history["val_accuracy"]) == 2 and model.run_eagerly is False
+    monkeypatch.setenv("CNN_COURSE_BUDGET", "smoke")
+    fit(model, x, y, epochs=1, batch_size=8, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 2 * training.GRADING_STEPS + 8
+
+
 def test_fit_needs_a_compiled_model():
     import keras
 
