@@ -20,6 +20,11 @@ PROXY_INSTALLED := deploy/node_modules/.installed
 STUDENT_HIDDEN_PLUGINS := @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment @jupyter/nbgrader:course-list \
   @jupyterlab/apputils-extension:announcements
 PORT ?= 8000
+# jsonschema's optional IRI format checker, which jupyter-events pulls in: rfc3987-syntax 1.1.0 builds its
+# grammar when imported, 2.6 s of every nbgrader command and Jupyter server start (`python -X importtime -c
+# "import nbgrader.apps"`: 5.2 s with it, 2.2 s without). Nothing here validates IRIs; jsonschema skips
+# the format when the package is absent (python-jsonschema/jsonschema#1392).
+SLOW_OPTIONAL_PACKAGES := rfc3987-syntax
 # pytest-xdist workers of make test; 1 runs pytest alone. The slow tests already keep two cores busy
 # (Dask grading on two workers, TensorFlow's thread pools): on 2 cores, tests/test_cluster.py took
 # 697 s alone and about 1,980 s beside a second worker. On a bigger machine, try one per 2-4 cores.
@@ -52,12 +57,14 @@ $(INSTALLED): pyproject.toml grader/pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e . -e './grader[dev]'
+	$(BIN)/python -m pip uninstall -q -y $(SLOW_OPTIONAL_PACKAGES)
 	touch $@
 
 $(STUDENT_INSTALLED): pyproject.toml constraints.txt
 	test -x $(STUDENT_VENV)/bin/python || $(PYTHON) -m venv $(STUDENT_VENV)
 	$(STUDENT_VENV)/bin/python -m pip install -q --upgrade pip
 	$(STUDENT_VENV)/bin/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e . 'jupyterhub>=5,<6'
+	$(STUDENT_VENV)/bin/python -m pip uninstall -q -y $(SLOW_OPTIONAL_PACKAGES)
 	@# Students see the assignment list and Validate, not the instructor's formgrader, course list or
 	@# create-assignment tools; and no news pop-up, which would reach for the internet.
 	$(STUDENT_VENV)/bin/jupyter labextension disable --level=sys_prefix $(STUDENT_HIDDEN_PLUGINS) >/dev/null 2>&1

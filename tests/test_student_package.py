@@ -96,3 +96,19 @@ def test_handed_out_models_are_recognised_as_such():
     for name, builder in HANDED_OUT.items():
         assert references.handed_out_match(builder()) == name
     assert references.handed_out_match(references.cnn1_mnist()) is None
+
+
+@pytest.mark.parametrize("environment", [".venv", ".venv-student"])
+def test_nbgrader_starts_without_building_the_iri_grammar(environment):
+    """``make setup`` removes rfc3987-syntax, whose grammar took 2.6 s of every nbgrader command and Jupyter
+    server start; jsonschema, which would load it, runs without it."""
+    python = ROOT / environment / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"{environment} is not set up here (make setup)")
+    run = subprocess.run([str(python), "-c", "import sys, nbgrader.apps, jsonschema\n"
+                          "jsonschema.Draft7Validator({'type': 'string', 'format': 'iri'}, "
+                          "format_checker=jsonschema.FormatChecker()).validate('x')\n"
+                          "print(sorted(name for name in sys.modules if name.startswith('rfc3987_syntax')))"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
