@@ -318,3 +318,16 @@ def test_number_answers():
             assert_number(bad, name="n")
     with pytest.raises(AssertionError, match=re.escape("n = 392,000 is not correct. inputs × units + biases")):
         assert_number(392_000, 392_500, name="n", explanation="inputs × units + biases")
+
+
+def test_checking_numbers_and_choices_starts_no_tensorflow():
+    """A grading kernel whose notebook checks no model does not pay for TensorFlow's import (about 6 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom cnn_course import checks\n"
+            "checks.assert_number(42, 42, name='answer')\nchecks.assert_choice('b', 'abc', correct='b')\n"
+            "print(sorted(name for name in ('keras', 'tensorflow') if name in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"

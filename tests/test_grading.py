@@ -313,6 +313,23 @@ def test_validate_works_on_a_students_machine_without_the_grader_package(tmp_pat
     assert "Success! Your notebook passes all the tests." in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
 
 
+def test_the_checker_imports_keras_and_the_references_when_a_grade_cell_first_needs_them():
+    code = """
+import sys
+from cnn_grader.checker import trusted_namespace
+names = trusted_namespace()
+before = sorted(name for name in ("keras", "tensorflow", "cnn_grader.references") if name in sys.modules)
+names["checks"].assert_number(42, 42, name="answer")
+reference = names["references"].cnn1_mnist()
+names["checks"].assert_same_architecture(reference, names["references"].cnn1_mnist(), label="model")
+assert isinstance(reference, names["keras"].Model) and names["layers"].Dense is sys.modules["keras"].layers.Dense
+print(before, sorted(name for name in ("keras", "cnn_grader.references") if name in sys.modules))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "[] ['cnn_grader.references', 'keras']"
+
+
 def test_one_checker_grades_every_notebook_of_a_submission_and_carries_no_value_from_one_to_the_next(tmp_path):
     """Both notebooks' grade cells read ``answer``; a student who answers in one notebook only scores in that one,
     whichever notebook the checker graded first. The grade cells print the checker's process id."""

@@ -31,6 +31,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import re
 import sys
 import tempfile
 import time
@@ -304,6 +305,10 @@ class CheckedExecute(Execute):
         self._tests = gradebook_tests(resources)
         self._checked: set[str] = set()
         self._machine_paths = machine_paths(self._folder, self._temporary)
+        # Keras in the checker from its set-up, which overlaps the student's first cells, where this notebook
+        # uses it; otherwise only when a grade cell first needs it (a notebook of numbers and choices never does).
+        self._checker_preload = any("keras" in cell.source for cell in nb.cells) or any(
+            re.search(r"\b(keras|layers|references|model_file)\b", source) for source in self._tests.values())
         try:
             if self._tests:
                 self._start_checker()
@@ -342,7 +347,7 @@ class CheckedExecute(Execute):
             _CHECKER_RESET + f"import os as __os\n__os.chdir({self._folder!r})\ndel __os\n"
             "from cnn_grader.checker import Checker as __Checker, trusted_namespace as __trusted\n"
             f"__checker = __Checker({connection_file!r}, {self._exchange!r}, {self.timeout or 120})\n"
-            "__trusted()\n"
+            f"__trusted(preload={self._checker_preload})\n"
             "del __Checker, __trusted", silent=True, store_history=False, allow_stdin=False)
 
     def _checker_ready(self) -> None:

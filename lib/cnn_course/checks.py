@@ -30,11 +30,12 @@ from dataclasses import dataclass, replace
 from itertools import takewhile
 from typing import Iterable
 
-import keras
 import numpy as np
 
 from .data import DATASETS
-from .models import parameter_counts
+
+# Keras is imported by the checks that take a model, not here: a notebook whose grade cells check numbers
+# and choices only then starts without TensorFlow (about 6 s less per grading kernel).
 
 __all__ = [
     "LayerSpec",
@@ -163,6 +164,10 @@ def assert_same_architecture(student, reference: keras.Model, *, check_params: b
             ``reference``; the message names the layer and the difference.
         ValueError: ``reference`` is not a built ``keras.Model`` (a mistake in the course, not the answer).
     """
+    import keras
+
+    from .models import parameter_counts
+
     if not (isinstance(reference, keras.Model) and reference.built):
         raise ValueError(f"the reference must be a built keras.Model, got {type(reference).__name__}")
     _require_model(student, label, build_shape=reference.input_shape)
@@ -191,6 +196,7 @@ def assert_parameter_count(model, expected_total: int, expected_trainable: int |
     Raises:
         AssertionError: ``model`` is not a built ``keras.Model``, or a count differs.
     """
+    from .models import parameter_counts
     _require_model(model, label)
     total, trainable, _ = parameter_counts(model)
     for what, expected, found in (("parameters in total", expected_total, total),
@@ -211,6 +217,7 @@ def assert_output_shape(model, layer: int | str, expected: Iterable, *, label: s
     Raises:
         AssertionError: ``model`` is not a built ``keras.Model``, has no such layer, or the shape differs.
     """
+    import keras
     _require_model(model, label)
     found_layers = _layers(model)
     if layer == "before_flatten":
@@ -338,6 +345,7 @@ def _layer_difference(expected: LayerSpec, found: LayerSpec, check_params: bool)
 
 def _require_model(model, label: str = "the model", build_shape=None) -> None:
     """Fail with advice unless ``model`` is a built ``keras.Model``; an unbuilt one is built with ``build_shape`` first."""
+    import keras
     if not isinstance(model, keras.Model):
         hint = "did you call the function that builds it?" if callable(model) else "did you return/assign the model?"
         raise AssertionError(f"Expected {label} to be a keras.Model, got {type(model).__name__} — {hint}")
@@ -365,6 +373,7 @@ def _restrict(specs: list[LayerSpec], kinds, settings, check_shapes: bool) -> li
 
 
 def _layers(model: keras.Model) -> list:
+    import keras
     return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
@@ -547,6 +556,8 @@ def load_saved_model(path, dataset: str = "mnist", *, classes: int = 10) -> tupl
     import zipfile
     from pathlib import Path
 
+    import keras
+
     if dataset not in SAVED_MODEL_INPUT_SHAPES:
         raise KeyError(f"unknown data set {dataset!r}; choose one of {', '.join(SAVED_MODEL_INPUT_SHAPES)}")
     accepted = SAVED_MODEL_INPUT_SHAPES[dataset]
@@ -698,6 +709,7 @@ def assert_saved_model_accuracy(path, dataset: str, minimum: float, *, smoke_min
 
 def _all_layers(model) -> list:
     """Every layer of ``model``, with the layers of nested models (a Sequential inside a Sequential) in order."""
+    import keras
     found = []
     for layer in _layers(model):
         found.append(layer)
@@ -724,6 +736,7 @@ def assert_cnn_designs(designs, *, input_shape=(28, 28, 1), classes: int = 10, m
             into), takes another input shape, has another number of outputs, or two designs have
             the same architecture. The message names the design.
     """
+    import keras
     example = f'{label} = {{"small": small_cnn, "deeper": deeper_cnn}}'
     if not isinstance(designs, dict):
         raise AssertionError(f"Set {label} to a dict from a name to a function that builds a model, e.g. {example}; "
@@ -773,6 +786,7 @@ def architecture_signature(model) -> tuple:
 
 def _nested_specs(model) -> list[LayerSpec]:
     """:func:`describe_layers` of ``model`` with nested models expanded into their own layers."""
+    import keras
     found_layers = _layers(model)
     specs = []
     for spec in describe_layers(model):
