@@ -44,10 +44,14 @@ class Course:
             nbformat.write(notebook, folder / f"{name}.ipynb")
 
     def autograde(self, assignment: str) -> None:
-        from cnn_grader.course import run_nbgrader
+        """Grade every submission of ``assignment`` as ``make grade`` does: on a local Dask cluster of two
+        workers, with feedback and grades.csv. (Plain ``nbgrader autograde`` runs in test_cnn_design.)"""
+        from cnn_grader.cluster import grade
 
-        run = run_nbgrader(self.root, "autograde", assignment, "--log-level=WARN")
-        assert run.returncode == 0, run.stdout[-3000:]
+        lines = []
+        results = grade(self.root, assignments=[assignment], jobs=2, log=lines.append)
+        failed = [f"{r.student}: {r.problems}" for r in results if r.failed or not r.graded]
+        assert not failed, "\n".join([*failed, *lines[-20:]])
 
     def scores(self, assignment: str, student: str) -> dict:
         """``{(notebook, grade_id): autograded score}`` for every autograded grade cell of a submission."""
