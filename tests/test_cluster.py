@@ -1,7 +1,7 @@
 """Grading on a real Dask cluster: a scheduler and workers started as separate processes on 127.0.0.1, each
 worker with its own local directory and, where bubblewrap works, no view of the course folder. Real
-submissions of cnn_mnist; the results must equal a LocalCluster run cell by cell, also when a worker or
-the coordinator is killed in the middle of a run."""
+submissions of cnn_mnist must grade there as on a LocalCluster, cell by cell; so must the small assignment
+of test_grading when a worker or the coordinator is killed in the middle of a run."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from cnn_grader.cluster import STATE_FILE, CourseKit, _read_folder, _write_folder, connect, grade, grade_on_worker
-from cnn_grader.course import RELEASE_IGNORE, CourseError
+from cnn_grader.course import RELEASE_IGNORE, CourseError, release
 from cnn_grader.grading import GradingLimits, gradebook_rows
 from cnn_grader.sandbox import bubblewrap_works
 from conftest import ROOT, build_course
@@ -46,17 +46,22 @@ def _until(condition, what: str, timeout: float = WAIT, every: float = 0.5):
     raise AssertionError(f"gave up after {timeout:g} s waiting for {what}")
 
 
-def new_course(root: Path) -> Path:
-    """A course with cnn_mnist, the solution handed in by alice and bob and the blank release by carol."""
-    course = build_course(root, ASSIGNMENT)
+def new_course(root: Path, assignment: str = ASSIGNMENT) -> Path:
+    """A course with ``assignment`` (cnn_mnist, or ``toy`` of test_grading), the solution handed in by alice and
+    bob and the blank release by carol."""
+    if assignment == "toy":
+        source = make_toy_course(root) / "source" / "toy"
+        release(root, ["toy"])
+    else:
+        root = build_course(root, assignment).root
+        source = ROOT / "source" / assignment
     for student in STUDENTS:
-        folder = course.root / "release" / ASSIGNMENT if student == "carol" else ROOT / "source" / ASSIGNMENT
-        shutil.copytree(folder, course.root / "submitted" / student / ASSIGNMENT,
-                        ignore=shutil.ignore_patterns(*RELEASE_IGNORE))
-    return course.root
+        folder = root / "release" / assignment if student == "carol" else source
+        shutil.copytree(folder, root / "submitted" / student / assignment, ignore=shutil.ignore_patterns(*RELEASE_IGNORE))
+    return root
 
 
-def outcome(root: Path) -> dict:
+def outcome(root: Path, assignment: str = ASSIGNMENT) -> dict:
     """What grading produced, in a form two runs can be compared by:
 
     * the gradebook, cell by cell (scores, needs-manual-grade marks, flags, automatic comments);
@@ -66,30 +71,39 @@ def outcome(root: Path) -> dict:
       depends on timing; other files byte for byte;
     * ``feedback/``: the same files; the scores each HTML page shows, in order; text files byte for byte.
     """
-    table = {student: gradebook_rows(root / "gradebook.db", ASSIGNMENT, student)["notebooks"] for student in STUDENTS}
+    table = {student: gradebook_rows(root / "gradebook.db", assignment, student)["notebooks"] for student in STUDENTS}
     autograded, feedback = {}, {}
     for student in STUDENTS:
-        for relative, content in _read_folder(root / "autograded" / student / ASSIGNMENT).items():
+        for relative, content in _read_folder(root / "autograded" / student / assignment).items():
             if relative.endswith(".ipynb"):
                 cells = nbformat.reads(content.decode(), as_version=4).cells
                 content = [(cell.cell_type, cell.source, cell.metadata.get("nbgrader", {}).get("grade_id"),
                             [(o.output_type, o.get("ename")) for o in cell.get("outputs", [])
                              if o.output_type != "stream"]) for cell in cells]
             autograded[f"{student}/{relative}"] = content
-        for relative, content in _read_folder(root / "feedback" / student / ASSIGNMENT).items():
+        for relative, content in _read_folder(root / "feedback" / student / assignment).items():
             if relative.endswith(".html"):
                 content = re.findall(r"Score: ([\d.]+) / ([\d.]+)", content.decode())
             feedback[f"{student}/{relative}"] = content
     return {"gradebook": table, "autograded": autograded, "feedback": feedback}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def clean_run(root: Path, assignment: str) -> dict:
     """The clean run: a LocalCluster of two workers started by the grade command itself."""
-    root = new_course(tmp_path_factory.mktemp("local") / "course")
+    root = new_course(root, assignment)
     results = grade(root, jobs=2, limits=LIMITS, log=lambda line: None)
     assert sorted(r.student for r in results if r.graded) == sorted(STUDENTS)
-    return outcome(root)
+    return outcome(root, assignment)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return clean_run(tmp_path_factory.mktemp("local") / "course", ASSIGNMENT)
+
+
+@pytest.fixture(scope="module")
+def toy_reference(tmp_path_factory):
+    return clean_run(tmp_path_factory.mktemp("local-toy") / "course", "toy")
 
 
 class Cluster:
@@ -249,9 +263,9 @@ def _workers(address: str) -> list[str]:
         return list(client.scheduler_info()["workers"])
 
 
-def test_a_worker_killed_mid_task_loses_nothing(cluster, reference):
+def test_a_worker_killed_mid_task_loses_nothing(cluster, toy_reference):
     running, courses = cluster
-    root = new_course(courses / "killed-worker")
+    root = new_course(courses / "killed-worker", "toy")
     killed = []
 
     def kill_a_grading_worker():
@@ -267,14 +281,14 @@ def test_a_worker_killed_mid_task_loses_nothing(cluster, reference):
     assert sorted(r.student for r in results) == sorted(STUDENTS)
     assert all(r.graded and not r.failed for r in results)
     state = json.loads((root / "autograded" / STATE_FILE).read_text())
-    assert sorted(state) == [f"{ASSIGNMENT}/{student}" for student in sorted(STUDENTS)]
-    assert outcome(root) == reference
+    assert sorted(state) == [f"toy/{student}" for student in sorted(STUDENTS)]
+    assert outcome(root, "toy") == toy_reference
     _until(lambda: len(_workers(running.address)) == 2, "the nanny to restart the killed worker")
 
 
-def test_a_killed_coordinator_loses_nothing_and_the_next_run_grades_only_what_is_missing(cluster, reference):
+def test_a_killed_coordinator_loses_nothing_and_the_next_run_grades_only_what_is_missing(cluster, toy_reference):
     running, courses = cluster
-    root = new_course(courses / "killed-coordinator")
+    root = new_course(courses / "killed-coordinator", "toy")
     state_file = root / "autograded" / STATE_FILE
     coordinator = subprocess.Popen([sys.executable, "-m", "cnn_grader", "--root", str(root), "grade",
                                     "--scheduler", running.address, "--cell-seconds", str(LIMITS.cell_seconds),
@@ -292,7 +306,7 @@ def test_a_killed_coordinator_loses_nothing_and_the_next_run_grades_only_what_is
     results = grade(root, scheduler=running.address, limits=LIMITS, log=lines.append)
     assert f"{len(STUDENTS) - len(done)} new or changed to grade" in lines[0]
     assert sorted(r.student for r in results if r.skipped_unchanged) == sorted(key.split("/")[1] for key in done)
-    assert outcome(root) == reference
+    assert outcome(root, "toy") == toy_reference
 
 
 def test_a_submission_that_kills_two_workers_fails_with_its_reason_and_the_others_are_graded(cluster):
