@@ -330,6 +330,15 @@ print(before, sorted(name for name in ("keras", "cnn_grader.references") if name
     assert run.stdout.strip().splitlines()[-1] == "[] ['cnn_grader.references', 'keras']"
 
 
+def test_the_checker_imports_keras_ahead_for_every_course_notebook_and_not_for_a_notebook_of_numbers():
+    from cnn_grader.checker import names_keras
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.glob("source/*/*.ipynb")):
+        assert names_keras(cell.source for cell in nbformat.read(path, as_version=4).cells), path.name
+    assert not names_keras(cell.source for notebook in toy_source().values() for cell in notebook.cells)
+
+
 def test_one_checker_grades_every_notebook_of_a_submission_and_carries_no_value_from_one_to_the_next(tmp_path):
     """Both notebooks' grade cells read ``answer``; a student who answers in one notebook only scores in that one,
     whichever notebook the checker graded first. The grade cells print the checker's process id."""

@@ -16,13 +16,15 @@ import builtins
 import importlib
 import json
 import os
+import re
 import time
 import types
-from typing import Any
+from typing import Any, Iterable
 
 from cnn_course import exchange
 
-__all__ = ["Checker", "ImportedOnFirstUse", "StudentFunction", "StudentError", "TRUSTED_NAMES", "trusted_namespace"]
+__all__ = ["Checker", "ImportedOnFirstUse", "StudentFunction", "StudentError", "TRUSTED_NAMES", "names_keras",
+           "trusted_namespace"]
 
 
 class StudentError(Exception):
@@ -73,6 +75,18 @@ class ImportedOnFirstUse(types.ModuleType):
 
 #: The trusted names that stand for a module imported on first use, and that module.
 _ON_FIRST_USE = {"keras": "keras", "layers": "keras.layers", "references": "cnn_grader.references"}
+
+#: Words of a notebook that mean its grading needs Keras: the modules above, and the saved models of ``model_file``.
+_NEEDS_KERAS = re.compile(r"\b(" + "|".join([*_ON_FIRST_USE, "model_file"]) + r")\b")
+
+
+def names_keras(sources: Iterable[str]) -> bool:
+    """Whether any of these cell sources names Keras, the references or ``model_file``.
+
+    The checker's set-up, which overlaps the student's first cells, then imports them ahead
+    (:func:`trusted_namespace` with ``preload``); otherwise a grade cell's first use does.
+    """
+    return any(_NEEDS_KERAS.search(source) for source in sources)
 
 
 def trusted_namespace(preload: bool = False) -> dict[str, Any]:

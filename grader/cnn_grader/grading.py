@@ -31,7 +31,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import re
 import sys
 import tempfile
 import time
@@ -50,7 +49,7 @@ from traitlets import Bool, Integer
 
 from . import flags as flagging
 from . import sandbox
-from .checker import TRUSTED_NAMES
+from .checker import TRUSTED_NAMES, names_keras
 from .course import run_nbgrader
 
 __all__ = [
@@ -305,10 +304,7 @@ class CheckedExecute(Execute):
         self._tests = gradebook_tests(resources)
         self._checked: set[str] = set()
         self._machine_paths = machine_paths(self._folder, self._temporary)
-        # Keras in the checker from its set-up, which overlaps the student's first cells, where this notebook
-        # uses it; otherwise only when a grade cell first needs it (a notebook of numbers and choices never does).
-        self._checker_preload = any("keras" in cell.source for cell in nb.cells) or any(
-            re.search(r"\b(keras|layers|references|model_file)\b", source) for source in self._tests.values())
+        self._checker_preload = names_keras([*(cell.source for cell in nb.cells), *self._tests.values()])
         try:
             if self._tests:
                 self._start_checker()
