@@ -4,6 +4,7 @@ incremental and parallel grading. Real nbgrader, real kernels, a real SQLite gra
 import copy
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -337,6 +338,23 @@ def test_the_checker_imports_keras_ahead_for_every_course_notebook_and_not_for_a
     for path in sorted(root.glob("source/*/*.ipynb")):
         assert names_keras(cell.source for cell in nbformat.read(path, as_version=4).cells), path.name
     assert not names_keras(cell.source for notebook in toy_source().values() for cell in notebook.cells)
+
+
+def test_packages_handed_in_with_a_submission_never_replace_the_checkers_modules(tmp_path):
+    """The course package handed in next to the notebooks, with a check that passes anything: the checker,
+    which works in the submission's folder, still imports the installed package."""
+    import cnn_course
+
+    root = make_toy_course(tmp_path / "course")
+    source = toy_source()
+    submit(root, "shadows", {**source, "toy": with_answer(source["toy"], "answer = 41")})
+    planted = root / "submitted" / "shadows" / "toy" / "cnn_course"
+    shutil.copytree(Path(cnn_course.__file__).parent, planted, ignore=shutil.ignore_patterns("__pycache__", "*.npz"))
+    with open(planted / "checks.py", "a") as checks_file:
+        checks_file.write("\n\ndef assert_number(*args, **kwargs):\n    pass\n")
+    grade(root, limits=LIMITS, log=lambda line: None)
+    assert (root / "autograded" / "shadows" / "toy" / "cnn_course" / "checks.py").is_file(), "the package was not handed in"
+    assert scores(root)["shadows"] == {("toy", "test_answer"): 0, ("toy", "test_double"): 1, ("second", "test_word"): 1}
 
 
 def test_one_checker_grades_every_notebook_of_a_submission_and_carries_no_value_from_one_to_the_next(tmp_path):

@@ -330,7 +330,10 @@ class CheckedExecute(Execute):
         else:
             _stop_shared_checker()
             manager = AsyncKernelManager(kernel_name=self.kernel_name or "python3")
-            run_sync(manager.start_kernel)(cwd=self._folder, extra_arguments=list(self.extra_arguments),
+            # It works in the submission's folder, so that folder must not be on its import path: a package
+            # handed in there (a cnn_course with a check that passes anything) would replace the installed one.
+            run_sync(manager.start_kernel)(cwd=self._folder,
+                                           extra_arguments=[*self.extra_arguments, "--IPKernelApp.ignore_cwd=True"],
                                            env={**os.environ, "MPLBACKEND": "agg"})
             client = manager.client()
             client.start_channels()
