@@ -53,6 +53,7 @@ __all__ = [
     "Standardizer",
     "one_hot",
     "add_channel_axis",
+    "shift_images",
     "stratified_subset",
 ]
 
@@ -667,6 +668,34 @@ def add_channel_axis(images: np.ndarray) -> np.ndarray:
     """``(N, H, W)`` grey images to ``(N, H, W, 1)``, the input a Conv2D expects; colour images pass unchanged."""
     images = np.asarray(images)
     return images[..., np.newaxis] if images.ndim == 3 else images
+
+
+def shift_images(images: np.ndarray, *, right: int = 0, down: int = 0) -> np.ndarray:
+    """Move every image by whole pixels; what moves out is lost, what comes in is 0 (black background).
+
+    Args:
+        images: ``(N, height, width)`` or ``(N, height, width, channels)``, any dtype (use raw pixels,
+            whose background is 0, and standardize afterwards).
+        right: pixels to move to the right; negative moves left.
+        down: pixels to move down; negative moves up.
+
+    Returns:
+        An array of the same shape and dtype.
+
+    Raises:
+        ValueError: ``images`` has fewer than 3 dimensions, or a shift is as large as the image.
+    """
+    images = np.asarray(images)
+    if images.ndim < 3:
+        raise ValueError(f"expected a batch of images (N, height, width[, channels]), got shape {images.shape}")
+    height, width = images.shape[1:3]
+    if abs(down) >= height or abs(right) >= width:
+        raise ValueError(f"a shift of {down} down and {right} right moves a {height}x{width} image out of view")
+    shifted = np.zeros_like(images)
+    rows_to, rows_from = slice(max(down, 0), height + min(down, 0)), slice(max(-down, 0), height + min(-down, 0))
+    cols_to, cols_from = slice(max(right, 0), width + min(right, 0)), slice(max(-right, 0), width + min(-right, 0))
+    shifted[:, rows_to, cols_to] = images[:, rows_from, cols_from]
+    return shifted
 
 
 class Standardizer:

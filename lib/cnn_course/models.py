@@ -19,6 +19,7 @@ builder                         total       trainable   non-trainable    seed
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import keras
@@ -34,6 +35,10 @@ __all__ = [
     "parameter_summary",
     "forward_flops",
     "training_flops",
+    "ReceptiveField",
+    "receptive_fields",
+    "describe_receptive_fields",
+    "feature_maps",
 ]
 
 MNIST_SHAPE = (28, 28, 1)
@@ -164,3 +169,86 @@ def training_flops(model: keras.Model) -> int:
     which is not needed, is counted too).
     """
     return 3 * forward_flops(model)
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """How much of the input one unit of a layer's feature map sees.
+
+    Attributes:
+        layer: the layer's name.
+        kind: the layer's class name, e.g. ``"Conv2D"``.
+        output_size: the feature map's height and width, in units.
+        size: the side of the square of input pixels that one unit depends on, in pixels.
+        jump: the distance in input pixels between two neighbouring units of the feature map.
+    """
+
+    layer: str
+    kind: str
+    output_size: tuple[int, int]
+    size: int
+    jump: int
+
+
+def receptive_fields(model: keras.Model) -> list[ReceptiveField]:
+    """The receptive field of every convolution and pooling layer of a model, from input to output.
+
+    A layer with kernel ``k``, stride ``s`` and dilation ``d`` grows the receptive field by
+    ``(k - 1) × d × jump`` pixels and multiplies the jump by ``s`` (square kernels; the
+    height is used). Padding does not change the receptive field of a unit in the middle of
+    the image. Layers that work on each position alone (batch normalization, activations,
+    dropout) keep it and are left out of the list; the first ``Flatten`` or ``Dense`` ends it.
+
+    Args:
+        model: a built Keras model whose layers are in order (Sequential, or a functional chain).
+
+    Returns:
+        One :class:`ReceptiveField` per Conv2D, MaxPooling2D or AveragePooling2D layer, in order.
+    """
+    size, jump, fields = 1, 1, []
+    for layer in model.layers:
+        if isinstance(layer, (layers.Flatten, layers.Dense, layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)):
+            break
+        if isinstance(layer, layers.Conv2D):
+            kernel, stride, dilation = layer.kernel_size[0], layer.strides[0], layer.dilation_rate[0]
+        elif isinstance(layer, (layers.MaxPooling2D, layers.AveragePooling2D)):
+            kernel, stride, dilation = layer.pool_size[0], layer.strides[0], 1
+        else:
+            continue
+        size += (kernel - 1) * dilation * jump
+        jump *= stride
+        height, width = layer.output.shape[1:3]
+        fields.append(ReceptiveField(layer.name, type(layer).__name__, (int(height), int(width)), size, jump))
+    return fields
+
+
+def describe_receptive_fields(model: keras.Model) -> str:
+    """A table, one line per layer of :func:`receptive_fields`: feature-map size, receptive field and jump."""
+    lines = [f"{'layer':<18}{'kind':<14}{'feature map':>12}{'receptive field':>18}{'jump':>6}"]
+    for field in receptive_fields(model):
+        height, width = field.output_size
+        lines.append(f"{field.layer:<18}{field.kind:<14}{f'{height}×{width}':>12}"
+                     f"{f'{field.size}×{field.size} px':>18}{field.jump:>6}")
+    return "\n".join(lines)
+
+
+def feature_maps(model: keras.Model, image: np.ndarray, layer: int | str = 0) -> np.ndarray:
+    """The feature maps that one layer of ``model`` computes for one image.
+
+    Args:
+        model: a built Keras model.
+        image: one image as the model takes it, shape ``(height, width, channels)``, float32.
+        layer: the layer's index in ``model.layers`` or its name.
+
+    Returns:
+        ``(height, width, channels)`` float32: one map per filter of the layer.
+
+    Raises:
+        ValueError: ``image`` has not 3 dimensions.
+    """
+    image = np.asarray(image, dtype="float32")
+    if image.ndim != 3:
+        raise ValueError(f"expected one image of shape (height, width, channels), got shape {image.shape}")
+    chosen = model.get_layer(layer) if isinstance(layer, str) else model.layers[layer]
+    probe = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, chosen.output)
+    return np.asarray(probe(image[None], training=False))[0]

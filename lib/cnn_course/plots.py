@@ -33,6 +33,10 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_seconds_per_epoch",
     "plot_against_published",
+    "plot_filters",
+    "plot_feature_maps",
+    "plot_receptive_fields",
+    "plot_accuracy_under_shift",
 ]
 
 #: Title colour of a correct prediction.
@@ -546,3 +550,138 @@ def plot_against_published(
     return fig
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# Inside a CNN: filters, feature maps, receptive fields, translation
+# --------------------------------------------------------------------------------------------
+
+def plot_filters(kernel: Any, *, ncols: int = 8, title: str | None = None) -> Figure:
+    """The learned 2-D filters of a convolutional layer with one input channel, one small image each.
+
+    Args:
+        kernel: the layer's weights ``(height, width, 1, filters)`` (``layer.kernel``), or ``(height, width, filters)``.
+        ncols: filters per row, at least 1.
+        title: the figure's title.
+
+    Returns:
+        The figure. Every filter has its own symmetric colour scale: red weights are positive, blue
+        negative, white zero; the number is the filter's index.
+
+    Raises:
+        ValueError: the kernel has another shape, e.g. more than one input channel.
+    """
+    kernel = np.asarray(kernel, dtype=np.float32)
+    if kernel.ndim == 4 and kernel.shape[2] == 1:
+        kernel = kernel[:, :, 0, :]
+    if kernel.ndim != 3:
+        raise ValueError(f"expected a kernel (height, width, 1, filters), got shape {kernel.shape}")
+    count = kernel.shape[-1]
+    fig = _new_figure((1.1 * min(ncols, count), 1.2 * -(-count // ncols) + 0.4))
+    for index, ax in enumerate(_cell_axes(fig, count, ncols)):
+        weights = kernel[..., index]
+        scale = max(float(np.abs(weights).max()), 1e-12)
+        ax.imshow(weights, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(str(index), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_feature_maps(image: Any, maps: Any, *, ncols: int = 8, title: str | None = None) -> Figure:
+    """One image and the feature maps a layer computes for it.
+
+    Args:
+        image: the image ``(height, width)`` or ``(height, width, channels)``.
+        maps: the layer's output for it, ``(height, width, filters)`` (:func:`cnn_course.models.feature_maps`).
+        ncols: feature maps per row, at least 1.
+        title: the figure's title.
+
+    Returns:
+        The figure: the image at the left, the maps in a grid at the right, each scaled to its own
+        range (bright: the filter responds strongly there).
+
+    Raises:
+        ValueError: ``maps`` does not have 3 dimensions.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"expected feature maps (height, width, filters), got shape {maps.shape}")
+    count = maps.shape[-1]
+    rows = -(-count // ncols)
+    fig = _new_figure((1.1 * ncols + 2.2, 1.15 * rows + 0.5))
+    left, right = fig.subfigures(1, 2, width_ratios=[2.2, 1.1 * ncols])
+    ax = left.subplots()
+    _show_image(ax, image)
+    ax.set_title("input")
+    for index, ax in enumerate(_cell_axes(right, count, ncols)):
+        ax.imshow(maps[..., index], cmap="magma")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(str(index), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_receptive_fields(image: Any, fields: Sequence[Any], *, ax=None, title: str | None = None) -> Figure:
+    """An image with the receptive field of one central unit of every layer drawn as a square.
+
+    Args:
+        image: the input image ``(height, width)`` or ``(height, width, channels)``.
+        fields: :class:`cnn_course.models.ReceptiveField` entries (anything with ``layer``, ``size``, ``jump``).
+        ax: axes to draw on; ``None`` makes a new figure.
+        title: the axes' title.
+
+    Returns:
+        The figure: nested squares centred on the image, labelled with the layer and its size in pixels.
+    """
+    image = np.asarray(image)
+    fig, ax = _axes_and_figure(ax, (5.2, 4.6))
+    _show_image(ax, image)
+    height, width = image.shape[:2]
+    centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
+    for index, field in enumerate(fields):
+        half = field.size / 2
+        color = f"C{index % 10}"
+        ax.add_patch(plt.Rectangle((centre_x - half, centre_y - half), field.size, field.size, fill=False,
+                                   edgecolor=color, linewidth=2, label=f"{field.layer}: {field.size}×{field.size} px"))
+    ax.set_xlim(-0.5 - 1, width - 0.5 + 1)
+    ax.set_ylim(height - 0.5 + 1, -0.5 - 1)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_accuracy_under_shift(results: Mapping[str, Sequence[float]], shifts: Sequence[int], *, ax=None,
+                              title: str | None = None) -> Figure:
+    """Accuracy against how far the images were moved, one line per model.
+
+    Args:
+        results: ``{model label: [accuracy in 0..1 per shift]}`` (:func:`cnn_course.training.accuracy_under_shift`).
+        shifts: the shifts in pixels, the x axis.
+        ax: axes to draw on; ``None`` makes a new figure.
+        title: the axes' title.
+
+    Returns:
+        The figure, accuracy in percent.
+
+    Raises:
+        ValueError: a model has not one accuracy per shift.
+    """
+    shifts = list(shifts)
+    fig, ax = _axes_and_figure(ax, (5.5, 3.6))
+    for label, accuracies in results.items():
+        if len(accuracies) != len(shifts):
+            raise ValueError(f"{label!r} has {len(accuracies)} accuracies for {len(shifts)} shifts")
+        ax.plot(shifts, 100 * np.asarray(accuracies), "o-", label=label)
+    ax.set_xlabel("shift (pixels, mean over left, right, up, down)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return fig

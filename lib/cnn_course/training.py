@@ -26,6 +26,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import keras
 import numpy as np
@@ -48,6 +49,7 @@ __all__ = [
     "model_file",
     "epoch_accuracy_table",
     "predict_scores",
+    "accuracy_under_shift",
 ]
 
 BUDGET_MODES = ("full", "grading", "smoke")
@@ -551,3 +553,38 @@ def predict_scores(model, images: np.ndarray, *, batch_size: int = 500) -> np.nd
                            for start in range(0, len(images), batch_size)])
 
 
+
+
+def accuracy_under_shift(models: dict, images: np.ndarray, labels: np.ndarray, shifts=range(5), *,
+                         prepare: Callable[[np.ndarray], np.ndarray] = lambda x: x) -> dict[str, list[float]]:
+    """Accuracy of each model on images moved by 0, 1, 2, ... pixels: how much translation it tolerates.
+
+    Every image is moved by ``shift`` pixels in each of the four directions (left, right, up,
+    down; :func:`cnn_course.data.shift_images`), and the accuracy is the mean over the four.
+
+    Args:
+        models: ``{label: built Keras model}`` with softmax (or score) outputs, one per class.
+        images: raw images ``(N, height, width)`` with a black (0) background, before ``prepare``.
+        labels: ``(N,)`` integer classes.
+        shifts: shifts in pixels, each >= 0 and smaller than the image.
+        prepare: turns shifted raw images into the models' input (e.g. standardize, add a channel axis).
+
+    Returns:
+        ``{label: [accuracy in 0..1 per shift]}``, in the order of ``shifts``.
+
+    Raises:
+        ValueError: a shift is negative or as large as the image; ``images`` is empty.
+    """
+    from . import data
+
+    labels = np.asarray(labels).reshape(-1)
+    results: dict[str, list[float]] = {label: [] for label in models}
+    for shift in shifts:
+        if shift < 0:
+            raise ValueError(f"shifts are distances in pixels, >= 0; got {shift}")
+        moves = [(0, 0)] if shift == 0 else [(shift, 0), (-shift, 0), (0, shift), (0, -shift)]
+        inputs = [prepare(data.shift_images(images, right=right, down=down)) for right, down in moves]
+        for label, model in models.items():
+            correct = [np.mean(predict_scores(model, x).argmax(axis=1) == labels) for x in inputs]
+            results[label].append(float(np.mean(correct)))
+    return results
