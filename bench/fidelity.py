@@ -1,7 +1,10 @@
 """Fidelity of the course: does a full run of every solution notebook show what the course states?
 
-For each of the eight solution notebooks in source/ a check function reads the outputs of an
-executed notebook and compares them with
+The notebooks of ``cnn_mnist`` are checked declaratively (:mod:`claims_check`): each records its
+results with ``cnn_course.records.record``, and ``bench/claims/<notebook>.toml`` lists every claim
+of its text (the quoted phrase, the recorded value, a verb and its tolerance); a number of the
+markdown that no claim covers fails. The other five still have a check function below, which
+reads the outputs of an executed notebook (printed text and tables) and compares them with
 
 * the published figures (seed courses, see ``cnn_grader.references.PUBLISHED_PARAMETER_COUNTS`` and
   :data:`PUBLISHED_ACCURACY`): parameter counts must match exactly; accuracies must reach or beat
@@ -64,6 +67,9 @@ from pathlib import Path
 import nbformat
 
 from cnn_course.published import PUBLISHED_ACCURACY  # the seed courses' figures, kept once
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import claims_check  # noqa: E402  (bench/ is not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "source"
@@ -347,120 +353,20 @@ def _parameters(rows: _Rows, notebook, label: str, source: str, published: tuple
 # cnn_mnist
 # --------------------------------------------------------------------------------------------
 
-def check_fc_mnist(notebook) -> list[Row]:
-    """fc_mnist.ipynb: parameter counts, ~91 % published, "93.5 %" stated, and overfitting."""
-    rows = _Rows()
-    _full_run(rows, notebook)
-    _parameters(rows, notebook, "dense network", "parameter_summary(dense)", _published_counts("dense_mnist"),
-                origin="002")
-    final = r"^Validation accuracy after (\d+) epochs: ([\d.]+)%"
+def declared(name: str):
+    """The check of a notebook whose claims are declared in ``bench/claims/<name>.toml`` (:mod:`claims_check`).
 
-    def validation():
-        return _number(find(final, cell_output(notebook, "Validation accuracy after"),
-                            "'Validation accuracy after N epochs: X%'").group(2))
-
-    def reaches():
-        ours = validation()
-        threshold = PUBLISHED_ACCURACY["fc_mnist_4000"] - APPROX_PUBLISHED_POINTS
-        return _pct(ours), ours >= threshold, f"needs >= {threshold:g} % (~91 %, rounded)"
-    rows.add("validation accuracy reaches the published one", "~91 % (002, 4,000 images)", reaches)
-    rows.add("text: 93.5 % validation accuracy after 20 epochs", "93.5 %",
-             lambda: _quoted(validation(), "93.5"))
-
-    def epochs_run():
-        epochs = int(find(final, cell_output(notebook, "Validation accuracy after"),
-                          "'Validation accuracy after N epochs: X%'").group(1))
-        return epochs, epochs == 20, "epochs of the full run"
-    rows.add("text: 20 epochs", "20", epochs_run)
-
-    def overfits():
-        last = epoch_logs(notebook, "history = fit(dense")[0][-1]
-        ok = last["accuracy"] >= 99 - ABOUT_POINTS and last["accuracy"] > last["val_accuracy"]
-        return (f"train {_pct(last['accuracy'])}", ok,
-                f"last epoch: train {last['accuracy']:.2f} %, validation {last['val_accuracy']:.2f} %")
-    rows.add("text: training accuracy nearly 99 %, above validation (overfits)", "nearly 99 %", overfits)
-    return rows.rows
-
-
-def check_cnn1_mnist(notebook) -> list[Row]:
-    """cnn1_mnist.ipynb: 251,210 parameters; standardized ~94 % (above the dense 93.5 %), raw ~65 % and jumpy."""
-    rows = _Rows()
-    _full_run(rows, notebook)
-    _parameters(rows, notebook, "cnn1", "parameter_summary(cnn1)", _published_counts("cnn1_mnist"), origin="002 b")
-    table = lambda: run_table(notebook, "summarize_runs(runs)")  # noqa: E731
-    standardized = lambda: _value(table(), "standardized", "validation accuracy")  # noqa: E731
-    raw = lambda: _value(table(), "raw pixels 0-255", "validation accuracy")  # noqa: E731
-    rows.add("text: standardized inputs, about 94 % validation accuracy", "about 94 %",
-             lambda: _about(standardized(), 94))
-
-    def above_dense():
-        ours = standardized()
-        return _pct(ours), ours > 93.5, "above fc_mnist's stated full-run result (93.5 %)"
-    rows.add("text: standardized cnn1 above the fully connected baseline", "> 93.5 % (fc_mnist)", above_dense)
-
-    def train_near_100():
-        ours = _value(table(), "standardized", "train accuracy")
-        return _pct(ours), ours >= 100 - ABOUT_POINTS, "final training accuracy, standardized"
-    rows.add("answer to question 3: training accuracy near 100 %", "near 100 %", train_near_100)
-    rows.add("text: raw pixels stay near 65 %", "near 65 %", lambda: _about(raw(), 65))
-
-    def helps():
-        difference = _number(find(r"changes the final validation accuracy by ([+-][\d.]+%)",
-                                  cell_output(notebook, "difference ="),
-                                  "'Standardizing the inputs changes ... by +X%'").group(1))
-        ok = difference > 0 and standardized() > raw()
-        return f"{difference:+.1f} points", ok, f"standardized {standardized():.1f} % vs raw {raw():.1f} %"
-    rows.add("standardization helps", "standardized > raw", helps)
-
-    def jumps():
-        runs = epoch_logs(notebook, "train_cnn1(standardize=True")
-        if len(runs) != 2:
-            raise LineNotFound(f"line not found: epoch lines of 2 runs, found {len(runs)}")
-        raw_run = [epoch["val_accuracy"] for epoch in runs[1]]
-        drops = [before - after for before, after in zip(raw_run, raw_run[1:]) if after < before]
-        ok = len(drops) >= 2 and max(drops) >= 2
-        return (f"{len(drops)} drops, largest {max(drops, default=0):.1f} points", ok,
-                "validation accuracy per epoch: " + ", ".join(f"{value:.1f}" for value in raw_run))
-    rows.add("text: on raw pixels the validation curve jumps from epoch to epoch",
-             "falls at least twice, once by >= 2 points", jumps)
-
-    def overfits():
-        run = epoch_logs(notebook, "train_cnn1(standardize=True")[0]
-        gap = run[-1]["accuracy"] - run[-1]["val_accuracy"]
-        losses = [epoch["val_loss"] for epoch in run]
-        best = losses.index(min(losses))
-        ok = gap >= 3 and best < len(losses) - 1
-        return (f"gap {gap:.1f} points", ok, f"train {run[-1]['accuracy']:.1f} % vs validation "
-                f"{run[-1]['val_accuracy']:.1f} %; validation loss lowest after epoch {best + 1} of {len(losses)}")
-    rows.add("answer to question 3: cnn1 overfits (gap, validation loss rises again)",
-             "gap of several points; validation loss stops falling", overfits)
-    return rows.rows
-
-
-def check_cnn2_mnist(notebook) -> list[Row]:
-    """cnn2_mnist.ipynb: 695,970 parameters; cnn2 97.7 % beats cnn1 94.1 % and dense 93.5 % with the smallest gap."""
-    rows = _Rows()
-    _full_run(rows, notebook)
-    _parameters(rows, notebook, "cnn2", "parameter_summary(cnn2)", _published_counts("cnn2_mnist"), origin="002 c")
-    table = lambda: run_table(notebook, "summarize_runs(runs)")  # noqa: E731
-    names = {"cnn2": "97.7", "cnn1": "94.1", "fully connected": "93.5"}  # as the text quotes them
-    for name, stated in names.items():
-        rows.add(f"text: {name} {stated} % validation accuracy", f"{stated} %",
-                 lambda name=name, stated=stated: _quoted(_value(table(), name, "validation accuracy"), stated))
-
-    def beats():
-        values = {name: _value(table(), name, "validation accuracy") for name in names}
-        ok = all(values["cnn2"] > values[name] for name in ("cnn1", "fully connected"))
-        return _pct(values["cnn2"]), ok, ", ".join(f"{name} {value:.1f} %" for name, value in values.items())
-    rows.add("cnn2 beats cnn1 and the dense network", "cnn2 best", beats)
-
-    def smallest_gap():
-        gaps = {name: _value(table(), name, "train accuracy") - _value(table(), name, "validation accuracy")
-                for name in names}
-        ok = all(gaps["cnn2"] < gaps[name] for name in ("cnn1", "fully connected"))
-        return f"{gaps['cnn2']:.1f} points", ok, ", ".join(f"{name} {gap:.1f}" for name, gap in gaps.items())
-    rows.add("text: cnn2 has the smallest train-validation gap", "smallest of the three", smallest_gap)
-    return rows.rows
+    Its rows: the outputs come from a full run, then one row per ``[[claims]]`` entry, then one row for
+    the numbers of its markdown that no claim covers.
+    """
+    def check(notebook) -> list[Row]:
+        rows = _Rows()
+        _full_run(rows, notebook)
+        rows.rows += [Row(*row) for row in claims_check.check(notebook, claims_check.read_claims(name))]
+        return rows.rows
+    check.__name__ = f"check_{name}"
+    check.__doc__ = f"{name}.ipynb: the [[claims]] of bench/claims/{name}.toml against the results it recorded."
+    return check
 
 
 # --------------------------------------------------------------------------------------------
@@ -974,9 +880,9 @@ def check_predictions(notebook) -> list[Row]:
 # --------------------------------------------------------------------------------------------
 
 NOTEBOOKS = {  # name: (assignment folder under source/, check)
-    "fc_mnist": ("cnn_mnist", check_fc_mnist),
-    "cnn1_mnist": ("cnn_mnist", check_cnn1_mnist),
-    "cnn2_mnist": ("cnn_mnist", check_cnn2_mnist),
+    "fc_mnist": ("cnn_mnist", declared("fc_mnist")),
+    "cnn1_mnist": ("cnn_mnist", declared("cnn1_mnist")),
+    "cnn2_mnist": ("cnn_mnist", declared("cnn2_mnist")),
     "model_comparison": ("cnn_cifar10", check_model_comparison),
     "batch_size": ("cnn_cifar10", check_batch_size),
     "architectures": ("cnn_design", check_architectures),

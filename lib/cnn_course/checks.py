@@ -658,7 +658,7 @@ def evaluate_saved_model(path, dataset: str = "mnist", *, n_test: int | None = N
     return accuracy
 
 
-def assert_saved_model_accuracy(path, dataset: str, minimum: float, *, smoke_minimum: float | None = None,
+def assert_saved_model_accuracy(path, dataset: str, minimum: float, *, smoke_minimum: float | None = 0.0,
                                 n_test: int | None = None, batch_size: int = 500) -> None:
     """Check that a saved model reaches at least ``minimum`` accuracy on ``dataset``'s test split.
 
@@ -670,7 +670,8 @@ def assert_saved_model_accuracy(path, dataset: str, minimum: float, *, smoke_min
         dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
         minimum: the accuracy needed, a fraction in [0, 1] (0.985 for 98.5 %); 0 checks the file only.
         smoke_minimum: the accuracy needed instead in a smoke run (CI, ``CNN_COURSE_SMOKE=1`` or
-            ``CNN_COURSE_BUDGET=smoke``), which trains for seconds; ``None`` keeps ``minimum``. It never
+            ``CNN_COURSE_BUDGET=smoke``), which trains for seconds: by default 0, so that a smoke run
+            checks that the file loads and is evaluated; ``None`` keeps ``minimum``. It never
             applies under nbgrader (``NBGRADER_EXECUTION`` set): autograding and validation always
             use ``minimum``, whatever a notebook did to its ``budget`` variable.
         n_test: evaluate on a stratified subset of this many test images; ``None`` evaluates all.
