@@ -79,7 +79,7 @@ cnn2.add(layers.MaxPooling2D((2, 2)))''')})
 
 def test_the_solution_scores_full_autograded_points(graded):
     maximum = graded.max_scores(ASSIGNMENT)
-    assert sum(maximum.values()) == 3 + 7 + 8
+    assert sum(maximum.values()) == 3 + 7 + 9
     assert graded.scores(ASSIGNMENT, "solution") == maximum
 
 

@@ -40,8 +40,8 @@ def test_whole_cycle_release_fetch_validate_submit_grade_feedback(course_server,
     state = json.loads((course_server.course_root / "autograded" / ".grading-state.json").read_text())
     assert {"cnn_mnist/student1", "cnn_mnist/student2"} <= set(state)
     # All autograded points and the one manual grade for student1; nothing for the blank notebooks.
-    assert report.max_score == 22  # 18 autograded points, 4 manually graded
-    assert report.scores["student1"] == 19
+    assert report.max_score == 23  # 19 autograded points, 4 manually graded
+    assert report.scores["student1"] == 20
     assert report.scores["student2"] == 0
     assert report.manual_grade["manual_score"] == 1.0
     with Gradebook(f"sqlite:///{course_server.course_root / 'gradebook.db'}") as gradebook:

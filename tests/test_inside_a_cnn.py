@@ -107,3 +107,43 @@ def test_records_are_display_outputs_that_read_back_by_name(monkeypatch):
         records.record("bad", float("nan"))
     with pytest.raises(TypeError, match="cannot record a dict"):
         records.record("bad", {"a": 1})
+
+
+def _tiny_batch_norm_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((4, 4, 1)), layers.Conv2D(2, 3, padding="same", name="conv"),
+                             layers.BatchNormalization(name="norm"), layers.Activation("relu"), layers.Flatten(),
+                             layers.Dense(2, activation="softmax")])
+
+
+def test_running_statistics_are_recorded_after_every_step_and_move_one_percent_per_step():
+    model = _tiny_batch_norm_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")  # weights stay
+    images = np.random.default_rng(0).normal(3.0, 1.0, size=(40, 4, 4, 1)).astype("float32")
+    recorder = training.RunningStatistics("norm", channel=1)
+    model.fit(images, np.zeros(40, "int32"), batch_size=10, epochs=1, verbose=0, shuffle=False, callbacks=[recorder])
+    assert len(recorder.means) == len(recorder.variances) == 4
+    mean, variance = training.batch_norm_input_statistics(model, "norm", images)
+    assert mean.shape == variance.shape == (2,)
+    # Each step moves the running mean 1 % of the way (momentum 0.99) from 0 towards a batch mean near the data's.
+    assert recorder.means[0] == pytest.approx(0.01 * mean[1], rel=0.2)
+    assert abs(recorder.means[-1]) < abs(mean[1]) * 0.05
+
+
+def test_recalibrated_batch_norm_predicts_with_the_statistics_of_the_given_images():
+    model = _tiny_batch_norm_model()
+    images = np.random.default_rng(1).normal(5.0, 2.0, size=(64, 4, 4, 1)).astype("float32")
+    copy = training.recalibrated_batch_norm(model, images, batch_size=16)
+    mean, variance = training.batch_norm_input_statistics(model, "norm", images)
+    assert np.allclose(np.asarray(copy.get_layer("norm").moving_mean), mean, atol=1e-5)
+    assert np.allclose(np.asarray(copy.get_layer("norm").moving_variance), variance, rtol=1e-4)
+    assert np.allclose(np.asarray(model.get_layer("norm").moving_mean), 0)  # the model itself is unchanged
+    normalized = keras.Model(copy.inputs[0], copy.get_layer("norm").output)(images, training=False)
+    assert abs(float(np.mean(normalized))) < 1e-3 and float(np.std(normalized)) == pytest.approx(1.0, rel=1e-2)
+
+
+def test_running_statistics_plot_has_a_panel_for_mean_and_variance():
+    figure = plots.plot_running_statistics([0.1, 0.2], [0.9, 0.8], 1.5, 2.0, title="t")
+    assert len(figure.axes) == 2 and [ax.lines[1].get_ydata()[0] for ax in figure.axes] == [1.5, 2.0]
+    with pytest.raises(ValueError, match="2 running means but 1 variances"):
+        plots.plot_running_statistics([0.1, 0.2], [0.9], 1.5, 2.0)

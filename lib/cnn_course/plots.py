@@ -37,6 +37,7 @@ __all__ = [
     "plot_feature_maps",
     "plot_receptive_fields",
     "plot_accuracy_under_shift",
+    "plot_running_statistics",
 ]
 
 #: Title colour of a correct prediction.
@@ -556,6 +557,18 @@ def plot_against_published(
 # Inside a CNN: filters, feature maps, receptive fields, translation
 # --------------------------------------------------------------------------------------------
 
+def _numbered_panels(parent, stack: np.ndarray, ncols: int, draw) -> None:
+    """One small panel per channel of ``stack`` ``(height, width, channels)``, titled with its index.
+
+    ``draw(ax, array)`` shows one ``(height, width)`` channel on its axes.
+    """
+    for index, ax in enumerate(_cell_axes(parent, stack.shape[-1], ncols)):
+        draw(ax, stack[..., index])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(str(index), fontsize=8)
+
+
 def plot_filters(kernel: Any, *, ncols: int = 8, title: str | None = None) -> Figure:
     """The learned 2-D filters of a convolutional layer with one input channel, one small image each.
 
@@ -578,13 +591,10 @@ def plot_filters(kernel: Any, *, ncols: int = 8, title: str | None = None) -> Fi
         raise ValueError(f"expected a kernel (height, width, 1, filters), got shape {kernel.shape}")
     count = kernel.shape[-1]
     fig = _new_figure((1.1 * min(ncols, count), 1.2 * -(-count // ncols) + 0.4))
-    for index, ax in enumerate(_cell_axes(fig, count, ncols)):
-        weights = kernel[..., index]
+    def draw(ax, weights):
         scale = max(float(np.abs(weights).max()), 1e-12)
         ax.imshow(weights, cmap="RdBu_r", vmin=-scale, vmax=scale)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(str(index), fontsize=8)
+    _numbered_panels(fig, kernel, ncols, draw)
     if title:
         fig.suptitle(title)
     return fig
@@ -616,11 +626,7 @@ def plot_feature_maps(image: Any, maps: Any, *, ncols: int = 8, title: str | Non
     ax = left.subplots()
     _show_image(ax, image)
     ax.set_title("input")
-    for index, ax in enumerate(_cell_axes(right, count, ncols)):
-        ax.imshow(maps[..., index], cmap="magma")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(str(index), fontsize=8)
+    _numbered_panels(right, maps, ncols, lambda ax, values: ax.imshow(values, cmap="magma"))
     if title:
         fig.suptitle(title)
     return fig
@@ -684,4 +690,35 @@ def plot_accuracy_under_shift(results: Mapping[str, Sequence[float]], shifts: Se
     ax.legend()
     if title:
         ax.set_title(title)
+    return fig
+
+
+def plot_running_statistics(means: Sequence[float], variances: Sequence[float], data_mean: float,
+                            data_variance: float, *, title: str | None = None) -> Figure:
+    """The running mean and variance of one batch-normalization channel per training step, against the data's.
+
+    Args:
+        means, variances: the running statistics after each step (:class:`cnn_course.training.RunningStatistics`).
+        data_mean, data_variance: the statistics of that channel's input over the training images.
+        title: the figure's title.
+
+    Returns:
+        The figure: two panels (mean, variance), the running value solid, the data's value dashed.
+
+    Raises:
+        ValueError: ``means`` and ``variances`` differ in length or are empty.
+    """
+    if len(means) != len(variances) or not len(means):
+        raise ValueError(f"{len(means)} running means but {len(variances)} variances")
+    fig = _new_figure((9, 3.2))
+    steps = np.arange(1, len(means) + 1)
+    for ax, values, target, name in zip(fig.subplots(1, 2), (means, variances), (data_mean, data_variance),
+                                        ("mean", "variance")):
+        ax.plot(steps, values, "-", label=f"running {name}")
+        ax.axhline(target, color="C1", linestyle="--", label=f"{name} over the training images")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(name)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     return fig

@@ -50,6 +50,8 @@ __all__ = [
     "epoch_accuracy_table",
     "predict_scores",
     "accuracy_under_shift",
+    "RunningStatistics",
+    "recalibrated_batch_norm",
 ]
 
 BUDGET_MODES = ("full", "grading", "smoke")
@@ -588,3 +590,70 @@ def accuracy_under_shift(models: dict, images: np.ndarray, labels: np.ndarray, s
             correct = [np.mean(predict_scores(model, x).argmax(axis=1) == labels) for x in inputs]
             results[label].append(float(np.mean(correct)))
     return results
+
+
+class RunningStatistics(keras.callbacks.Callback):
+    """Records, after every training step, the running mean and variance of one channel of a BatchNormalization layer.
+
+    Batch normalization normalizes with the statistics of each batch while it trains, and with its
+    running statistics (``moving_mean``, ``moving_variance``) when it predicts. Those start at 0 and 1
+    and move a fraction ``1 - momentum`` (1 % in Keras) of the way towards each batch's statistics.
+
+    Attributes:
+        means, variances: one float per training step, in the layer's input units.
+    """
+
+    def __init__(self, layer: str, channel: int = 0):
+        super().__init__()
+        self.layer_name, self.channel = layer, channel
+        self.means: list[float] = []
+        self.variances: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        layer = self.model.get_layer(self.layer_name)
+        self.means.append(float(np.asarray(layer.moving_mean)[self.channel]))
+        self.variances.append(float(np.asarray(layer.moving_variance)[self.channel]))
+
+
+def batch_norm_input_statistics(model, layer: str, images: np.ndarray, *, batch_size: int = 500):
+    """Mean and variance per channel of what a BatchNormalization layer receives for ``images``, in inference mode.
+
+    Args:
+        model: a built Keras model whose layers form one chain from its input (Sequential or functional).
+        layer: the BatchNormalization layer's name.
+        images: ``(N, ...)`` float32 in the model's input shape.
+        batch_size: images per forward pass.
+
+    Returns:
+        ``(mean, variance)``: float32 arrays with one value per channel (the last axis).
+    """
+    probe = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, model.get_layer(layer).input)
+    values = np.concatenate([np.asarray(probe(images[start:start + batch_size], training=False))
+                             for start in range(0, len(images), batch_size)])
+    axes = tuple(range(values.ndim - 1))
+    return values.mean(axis=axes), values.var(axis=axes)
+
+
+def recalibrated_batch_norm(model, images: np.ndarray, *, batch_size: int = 500):
+    """A copy of ``model`` whose BatchNormalization layers predict with the statistics of their inputs over ``images``.
+
+    The weights stay as they are: only each layer's running mean and variance are replaced, layer by
+    layer from the input (a later layer's input depends on the earlier layers' new statistics). So
+    the copy shows what the model predicts once its running statistics have caught up with training.
+
+    Args:
+        model: a built Keras model whose layers form one chain from its input.
+        images: ``(N, ...)`` float32 training inputs, e.g. the training split.
+        batch_size: images per forward pass.
+
+    Returns:
+        A new ``keras.Model`` (same architecture, weights copied); ``model`` is not changed.
+    """
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in copy.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            mean, variance = batch_norm_input_statistics(copy, layer.name, images, batch_size=batch_size)
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+    return copy
