@@ -118,9 +118,11 @@ def _fetch_by_api(server, student: str) -> None:
     server.request("POST", server.user_url(student, "assignments/fetch"), token=token,
                    data={"course_id": server.course_id, "assignment_id": "cnn_mnist"})
 
-#: The questions of cnn2_mnist after the missing block: answered in the fetched file before the notebook
-#: opens, so that the browser types the block only and Validate can pass.
-ANSWERED_IN_THE_FILE = ("receptive_field_before_flatten", "answer_shift_tolerance", "answer_first_epoch")
+#: The questions of cnn2_mnist after the missing block, the manually graded one included (Validate fails on an
+#: answer left empty): answered in the fetched file before the notebook opens, so that the browser types the
+#: block only and Validate can pass.
+ANSWERED_IN_THE_FILE = ("cnn2_performance", "receptive_field_before_flatten", "answer_shift_tolerance",
+                        "answer_first_epoch")
 
 
 def answer_in_the_file(path: Path, grade_ids) -> None:
