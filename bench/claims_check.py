@@ -10,7 +10,8 @@ as ``[[claims]]`` entries::
     verb = "about"                                     # how the value is compared, see VERBS
     value = 94                                         # the figure the phrase states
     scale = 100                                        # recorded fraction 0..1 -> stated percent
-    index = 2                                          # optional: one item of a recorded list
+    index = 2                                          # optional: one item of a recorded list (-1: the last);
+                                                       # [row, column] in a recorded list of lists
     tolerance = 1                                      # for "about", in the stated unit
 
 Verbs (``x`` is the recorded value times ``scale``):
@@ -19,7 +20,8 @@ Verbs (``x`` is the recorded value times ``scale``):
 * ``exact``: ``x`` printed with as many decimals as ``value`` is written with equals ``value``
   (write ``value`` as a string, e.g. ``"97.70"``, to keep trailing zeros); lists compare item by item.
 * ``at_least`` / ``above`` / ``below``: ``x >= value`` / ``x > value`` / ``x < value``.
-* ``order``: ``records`` (a list of names) holds strictly decreasing values, first the largest.
+* ``order``: ``records`` (a list of names) holds strictly decreasing values, first the largest;
+  with ``index``, the item ``index`` of each recorded list (a recorded number stands as it is).
 * ``falls``: the recorded list falls from one item to the next at least ``value`` times.
 * ``published``: the recorded value reaches (``relation = "at_least"``) or stays below
   (``relation = "below"``) the published figure ``figure`` of :mod:`cnn_course.published`.
@@ -65,8 +67,11 @@ def read_claims(name: str, folder: Path = CLAIMS) -> dict:
         return tomllib.load(handle)
 
 
+_SPACES = str.maketrans({"\u00a0": " ", "\u2007": " ", "\u2009": " ", "\u202f": " "})
+
+
 def _normal(text: str) -> str:
-    return re.sub(r"\s+", " ", text.replace("\u202f", " ").replace("\u2009", " ")).strip()
+    return re.sub(r"\s+", " ", text.translate(_SPACES)).strip()
 
 
 def student_markdown(notebook) -> list[str]:
@@ -78,6 +83,61 @@ def student_markdown(notebook) -> list[str]:
 def all_markdown(notebook) -> str:
     """All markdown of the notebook, solutions included, with whitespace normalized."""
     return _normal("\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown"))
+
+
+# --- Answers: no markdown before a question's grade cell may hold a phrase of its answer (tests/test_release.py)
+
+def normalise(text: str) -> str:
+    """``text`` lower-cased, for a phrase search: thin and non-breaking spaces are spaces, any run of white space
+    one space, a thousands separator (comma, space or underscore) is dropped ("250,890", "250 890" and "250_890"
+    read "250890"), and no space stands before "%"."""
+    text = re.sub(r"\s+", " ", text.translate(_SPACES).lower())
+    text = re.sub(r"(?<=\d)[, _](?=\d{3}(?!\d))", "", text)
+    return text.replace(" %", "%")
+
+
+def phrase_pattern(phrase: str) -> re.Pattern:
+    """A search for the normalised ``phrase`` in normalised text; a number is matched whole ("320" is not in
+    "3200", "98.7" is not in "98.75")."""
+    text = normalise(phrase).strip()
+    before = r"(?<!\d)" if text[:1].isdigit() else ""
+    after = r"(?!\d)" if text[-1:].isdigit() else ""
+    return re.compile(before + re.escape(text) + after)
+
+
+def grade_cells(notebook) -> dict[str, int]:
+    """``{grade_id: cell index}`` of the notebook's grade cells: autograded tests and manually graded answers."""
+    return {cell.metadata["nbgrader"]["grade_id"]: index for index, cell in enumerate(notebook.cells)
+            if cell.metadata.get("nbgrader", {}).get("grade")}
+
+
+def answers_given_away(notebook, claims: dict, name: str) -> list[str]:
+    """What is wrong with a student ``notebook`` (named ``name``, e.g. ``cnn_mnist/fc_mnist``) against its
+    ``claims``: a claimed grade_id that the notebook lacks, a grade cell without an ``[[answers]]`` entry or
+    without phrases, and every markdown cell before a grade cell that contains one of its answer's phrases
+    (case-insensitive). One line per problem; an empty list means the notebook gives no answer away."""
+    problems = []
+    graded = grade_cells(notebook)
+    answers = {}
+    for answer in claims.get("answers", []):
+        grade_id = answer.get("grade_id")
+        if grade_id in answers:
+            problems.append(f"{name}: grade_id {grade_id!r} has two [[answers]] entries")
+        answers[grade_id] = answer
+    for grade_id in sorted(answers.keys() - graded.keys(), key=str):
+        problems.append(f"{name}: the claims name grade_id {grade_id!r}, which the notebook has no grade cell of")
+    for grade_id, grade_index in graded.items():
+        phrases = [phrase for phrase in answers.get(grade_id, {}).get("phrases", []) if phrase.strip()]
+        if not phrases:
+            problems.append(f"{name}: grade cell {grade_id!r} (cell {grade_index}) has no [[answers]] phrases")
+        for phrase in phrases:
+            pattern = phrase_pattern(phrase)
+            for index, cell in enumerate(notebook.cells[:grade_index]):
+                if cell.cell_type == "markdown" and pattern.search(normalise(cell.source)):
+                    problems.append(f"{name}: markdown cell {index} gives away the answer to {grade_id!r} "
+                                    f"(cell {grade_index}): it contains {phrase!r}")
+    return problems
+
 
 
 def numbers_in(text: str) -> list[str]:
@@ -143,8 +203,9 @@ def evaluate(claim: dict, records: dict[str, Any]) -> tuple[str, bool, str]:
         if name not in records:
             raise KeyError(f"nothing recorded as {name!r}; recorded: {', '.join(sorted(records)) or 'nothing'}")
         value = records[name]
-        if "index" in claim and name == claim.get("record"):
-            value = value[claim["index"]]
+        if "index" in claim and isinstance(value, list) and (name == claim.get("record") or claim.get("verb") == "order"):
+            for step in claim["index"] if isinstance(claim["index"], list) else [claim["index"]]:
+                value = value[step]
         return _scaled(value, claim.get("scale", 1))
 
     if verb == "order":

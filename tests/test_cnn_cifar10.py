@@ -87,6 +87,7 @@ def graded(tmp_path_factory):
     comparison = replace_cell(source["model_comparison"], "model1_model", MODEL1_FUNCTIONAL)
     comparison = replace_cell(comparison, "model3_model", MODEL3_FUNCTIONAL)
     comparison = replace_cell(comparison, "answer_comparison", "answer_comparison = ' c'")
+    comparison = replace_cell(comparison, "answer_augmentation", "answer_augmentation = 'b '")
     batch_size = source["batch_size"]
     for grade_id, answer in [("answer_batch_size", 'answer_batch_size = "b "'),
                              ("answer_memory", "answer_memory = 'c'"),
@@ -113,6 +114,7 @@ def test_the_solution_scores_full_autograded_points(graded):
         ("model_comparison", "test_model3_layer_sequence"): 1,
         ("model_comparison", "test_model3_dropout_rates"): 1,
         ("model_comparison", "test_comparison"): 2,
+        ("model_comparison", "test_augmentation"): 1,
         ("batch_size", "test_batch_size"): 2,
         ("batch_size", "test_memory"): 1,
         ("batch_size", "test_updates_batch_1"): 1,
@@ -138,7 +140,7 @@ def test_a_wrong_dropout_rate_loses_exactly_the_rates_point(graded):
     assert notebook_scores(graded, "wrong_dropout_rate", "model_comparison") == {
         "test_model1_parameter_count": 1, "test_model1_layer_sequence": 1, "test_model1_layer_settings": 1,
         "test_model3_dropout_layers": 1, "test_model3_layer_sequence": 1, "test_model3_dropout_rates": 0,
-        "test_comparison": 2,
+        "test_comparison": 2, "test_augmentation": 1,
     }
     feedback = graded.feedback_text(ASSIGNMENT, "wrong_dropout_rate", "model_comparison")
     assert "Layer 2 (SpatialDropout2D): expected dropout rate 0.2, found 0.5." in feedback
@@ -148,7 +150,7 @@ def test_a_missing_pool_loses_exactly_the_points_that_check_it(graded):
     assert notebook_scores(graded, "missing_pool", "model_comparison") == {
         "test_model1_parameter_count": 0, "test_model1_layer_sequence": 0, "test_model1_layer_settings": 1,
         "test_model3_dropout_layers": 1, "test_model3_layer_sequence": 1, "test_model3_dropout_rates": 1,
-        "test_comparison": 2,
+        "test_comparison": 2, "test_augmentation": 1,
     }
     feedback = graded.feedback_text(ASSIGNMENT, "missing_pool", "model_comparison")
     assert "Model 1: expected 178,506 parameters in total, found 808,266." in feedback

@@ -147,3 +147,20 @@ def test_running_statistics_plot_has_a_panel_for_mean_and_variance():
     assert len(figure.axes) == 2 and [ax.lines[1].get_ydata()[0] for ax in figure.axes] == [1.5, 2.0]
     with pytest.raises(ValueError, match="2 running means but 1 variances"):
         plots.plot_running_statistics([0.1, 0.2], [0.9], 1.5, 2.0)
+
+
+def test_accuracy_counts_the_images_whose_top_score_is_their_label():
+    scores_are_inputs = keras.Sequential([keras.Input((3,)), layers.Activation("linear")])
+    images = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.5, 0.1, 0.4]], dtype="float32")
+    assert training.accuracy(scores_are_inputs, images, np.array([0, 1, 2, 2])) == 0.75
+    assert training.accuracy(scores_are_inputs, images, np.array([[0], [1], [2], [0]]), batch_size=3) == 1.0
+    with pytest.raises(ValueError, match="4 images but 3 labels"):
+        training.accuracy(scores_are_inputs, images, np.array([0, 1, 2]))
+
+
+def test_a_probe_outputs_an_inner_tensor_with_the_models_weights():
+    model = keras.Sequential([keras.Input((4,)), layers.Dense(3, name="hidden"), layers.Dense(2)])
+    inputs = np.ones((2, 4), dtype="float32")
+    hidden = model.get_layer("hidden")
+    expected = inputs @ np.asarray(hidden.kernel) + np.asarray(hidden.bias)
+    np.testing.assert_allclose(np.asarray(models.probe(model, hidden.output)(inputs)), expected, rtol=1e-6)

@@ -1,11 +1,10 @@
 """release/ is exactly what nbgrader generates from source/ (the committed student versions are in sync),
 and no student version gives a question's answer away in its text before the question is graded."""
 
-import re
+import importlib.util
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import nbformat
@@ -61,69 +60,13 @@ def test_released_notebooks_hold_no_solution_and_no_hidden_test():
 # markdown cell of the student version before that grade cell may contain one. The claims are outside source/
 # because nbgrader copies every file there into the release.
 
-CLAIMS = ROOT / "bench" / "claims"
+_spec = importlib.util.spec_from_file_location("claims_check", ROOT / "bench" / "claims_check.py")
+claims_check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(claims_check)
+CLAIMS = claims_check.CLAIMS
+normalise, phrase_pattern, answers_given_away = (claims_check.normalise, claims_check.phrase_pattern,
+                                                 claims_check.answers_given_away)
 RELEASED = sorted((ROOT / "release").glob("*/*.ipynb"))
-
-_SPACES = str.maketrans({"\u00a0": " ", "\u2007": " ", "\u2009": " ", "\u202f": " "})
-
-
-def normalise(text: str) -> str:
-    """``text`` lower-cased, for a phrase search: thin and non-breaking spaces are spaces, any run of white space
-    one space, a thousands separator (comma, space or underscore) is dropped ("250,890", "250 890" and "250_890"
-    read "250890"), and no space stands before "%"."""
-    text = re.sub(r"\s+", " ", text.translate(_SPACES).lower())
-    text = re.sub(r"(?<=\d)[, _](?=\d{3}(?!\d))", "", text)
-    return text.replace(" %", "%")
-
-
-def phrase_pattern(phrase: str) -> re.Pattern:
-    """A search for the normalised ``phrase`` in normalised text; a number is matched whole ("320" is not in
-    "3200", "98.7" is not in "98.75")."""
-    text = normalise(phrase).strip()
-    before = r"(?<!\d)" if text[:1].isdigit() else ""
-    after = r"(?!\d)" if text[-1:].isdigit() else ""
-    return re.compile(before + re.escape(text) + after)
-
-
-def read_claims(path: Path) -> dict:
-    """The claims file at ``path`` (``bench/claims/<notebook>.toml``), parsed."""
-    with open(path, "rb") as file:
-        return tomllib.load(file)
-
-
-def grade_cells(notebook) -> dict[str, int]:
-    """``{grade_id: cell index}`` of the notebook's grade cells: autograded tests and manually graded answers."""
-    return {cell.metadata["nbgrader"]["grade_id"]: index for index, cell in enumerate(notebook.cells)
-            if cell.metadata.get("nbgrader", {}).get("grade")}
-
-
-def answers_given_away(notebook, claims: dict, name: str) -> list[str]:
-    """What is wrong with a student ``notebook`` (named ``name``, e.g. ``cnn_mnist/fc_mnist``) against its
-    ``claims``: a claimed grade_id that the notebook lacks, a grade cell without an ``[[answers]]`` entry or
-    without phrases, and every markdown cell before a grade cell that contains one of its answer's phrases
-    (case-insensitive). One line per problem; an empty list means the notebook gives no answer away."""
-    problems = []
-    graded = grade_cells(notebook)
-    answers = {}
-    for answer in claims.get("answers", []):
-        grade_id = answer.get("grade_id")
-        if grade_id in answers:
-            problems.append(f"{name}: grade_id {grade_id!r} has two [[answers]] entries")
-        answers[grade_id] = answer
-    for grade_id in sorted(answers.keys() - graded.keys(), key=str):
-        problems.append(f"{name}: the claims name grade_id {grade_id!r}, which the notebook has no grade cell of")
-    for grade_id, grade_index in graded.items():
-        phrases = [phrase for phrase in answers.get(grade_id, {}).get("phrases", []) if phrase.strip()]
-        if not phrases:
-            problems.append(f"{name}: grade cell {grade_id!r} (cell {grade_index}) has no [[answers]] phrases")
-        for phrase in phrases:
-            pattern = phrase_pattern(phrase)
-            for index, cell in enumerate(notebook.cells[:grade_index]):
-                if cell.cell_type == "markdown" and pattern.search(normalise(cell.source)):
-                    problems.append(f"{name}: markdown cell {index} gives away the answer to {grade_id!r} "
-                                    f"(cell {grade_index}): it contains {phrase!r}")
-    return problems
-
 
 def notebook_name(path: Path) -> str:
     """``<assignment>/<notebook>`` of a notebook in release/ or source/."""
@@ -135,7 +78,7 @@ def test_no_release_notebook_gives_an_answer_away_before_its_question(path):
     """Every grade cell has phrases in bench/claims, and no markdown cell before it contains one."""
     claims_path = CLAIMS / f"{path.stem}.toml"
     assert claims_path.exists(), f"{notebook_name(path)}: no claims file {claims_path.relative_to(ROOT)}"
-    claims = read_claims(claims_path)
+    claims = claims_check.read_claims(path.stem)
     assert claims.get("notebook") == notebook_name(path), (claims_path.name, claims.get("notebook"))
     problems = answers_given_away(nbformat.read(path, as_version=4), claims, notebook_name(path))
     assert not problems, "\n".join(problems)
@@ -145,7 +88,7 @@ def test_no_release_notebook_gives_an_answer_away_before_its_question(path):
 def test_every_answer_has_a_phrase_that_the_solution_notebook_says(path):
     """Phrases of which the solution notebook says none (typos, an answer since reworded) could never match.
     (A phrase may also be a wording that an earlier release used, e.g. "accuracy near 100".)"""
-    claims = read_claims(CLAIMS / f"{path.stem}.toml")
+    claims = claims_check.read_claims(path.stem)
     source = ROOT / "source" / path.parent.name / path.name
     text = normalise("\n".join(cell.source for cell in nbformat.read(source, as_version=4).cells))
     unsaid = [answer["grade_id"] for answer in claims["answers"]

@@ -269,7 +269,10 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
 }
 
 #: (total, trainable, non-trainable) parameter counts from the course's reference table;
-#: ``None`` where the table gives no figure. Source: shared/reference/published-numbers.md.
+#: ``None`` where the table gives no figure. Source: shared/reference/published-numbers.md, except
+#: ``keras_mnist_convnet``: the summary printed by the Keras example "Simple MNIST convnet"
+#: (keras.io/examples/vision/mnist_convnet). They live here, on the grader side, and not in
+#: ``cnn_course.published`` with the published accuracies, because several are answers to grade cells.
 PUBLISHED_PARAMETER_COUNTS: dict[str, tuple[int, int | None, int | None]] = {
     "dense_mnist": (420_260, 419_160, 1_100),
     "cnn1_mnist": (251_210, 251_210, 0),
@@ -281,6 +284,7 @@ PUBLISHED_PARAMETER_COUNTS: dict[str, tuple[int, int | None, int | None]] = {
     "progression_part_b": (3_274_634, None, None),
     "progression_part_c": (3_274_634, None, None),
     "cifar10_small": (178_506, None, None),
+    "keras_mnist_convnet": (34_826, 34_826, 0),
 }
 
 

@@ -250,5 +250,20 @@ def feature_maps(model: keras.Model, image: np.ndarray, layer: int | str = 0) ->
     if image.ndim != 3:
         raise ValueError(f"expected one image of shape (height, width, channels), got shape {image.shape}")
     chosen = model.get_layer(layer) if isinstance(layer, str) else model.layers[layer]
-    probe = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, chosen.output)
-    return np.asarray(probe(image[None], training=False))[0]
+    return np.asarray(probe(model, chosen.output)(image[None], training=False))[0]
+
+
+def probe(model: keras.Model, tensor) -> keras.Model:
+    """A model that shares ``model``'s layers and weights and outputs ``tensor``, a tensor inside it.
+
+    Args:
+        model: a built Keras model (Sequential or functional).
+        tensor: the ``output`` or ``input`` of one of its layers, e.g. ``model.get_layer("conv").output``.
+
+    Returns:
+        A ``keras.Model`` from ``model``'s input(s) to ``tensor``: what the network computes up to there.
+
+    Raises:
+        ValueError: ``tensor`` does not depend on ``model``'s inputs (Keras' message).
+    """
+    return keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, tensor)

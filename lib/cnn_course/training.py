@@ -277,6 +277,7 @@ def fit(
     y_train: np.ndarray,
     *,
     epochs: int,
+    initial_epoch: int = 0,
     batch_size: int = 32,
     validation_data: tuple[np.ndarray, np.ndarray] | None = None,
     callbacks=(),
@@ -296,7 +297,11 @@ def fit(
         model: a compiled ``keras.Model``.
         x_train: training inputs ``(N, ...)`` float32 (or anything numpy converts).
         y_train: labels ``(N,)`` or one-hot ``(N, classes)``.
-        epochs: number of epochs.
+        epochs: the epoch to stop after, counted from the first epoch of the first run.
+        initial_epoch: epochs the model was trained for already: to train a model further,
+            call again with ``initial_epoch`` = the old ``epochs`` and a larger ``epochs`` (and
+            another ``seed``, or the new epochs see the old epochs' batch order again). The
+            returned history holds the new epochs only.
         batch_size: images per weight update.
         validation_data: ``(x_val, y_val)``, evaluated after every epoch.
         callbacks: further Keras callbacks.
@@ -337,7 +342,7 @@ def fit(
         images_per_epoch = min(len(x_train), GRADING_STEPS * batch_size)
         model.run_eagerly = True
     try:
-        history = model.fit(train, epochs=epochs, validation_data=validation,
+        history = model.fit(train, epochs=epochs, initial_epoch=initial_epoch, validation_data=validation,
                             callbacks=[timer, *callbacks], verbose=verbose, shuffle=False, **short)
     finally:
         model.run_eagerly = eager
@@ -541,7 +546,8 @@ def predict_scores(model, images: np.ndarray, *, batch_size: int = 500) -> np.nd
         batch_size: images per call, at least 1.
 
     Returns:
-        float32 ``(N, outputs)``: the model's outputs (probabilities for a softmax output).
+        float32 ``(N, ...)``: the model's outputs, e.g. ``(N, classes)`` probabilities for a softmax
+        classifier.
 
     Raises:
         ValueError: ``batch_size`` < 1, or ``images`` is empty.
@@ -555,6 +561,24 @@ def predict_scores(model, images: np.ndarray, *, batch_size: int = 500) -> np.nd
                            for start in range(0, len(images), batch_size)])
 
 
+
+
+def accuracy(model, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 500) -> float:
+    """The fraction (0..1) of ``images`` whose highest-scoring class is their label.
+
+    Args:
+        model: a built Keras model with one output per class (softmax or scores).
+        images: ``(N, ...)`` in the model's input shape.
+        labels: ``(N,)`` integer classes (or ``(N, 1)``).
+        batch_size: images per forward pass (:func:`predict_scores`).
+
+    Raises:
+        ValueError: ``images`` is empty, or ``labels`` has not one label per image.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    return float(np.mean(predict_scores(model, images, batch_size=batch_size).argmax(axis=1) == labels))
 
 
 def accuracy_under_shift(models: dict, images: np.ndarray, labels: np.ndarray, shifts=range(5), *,
@@ -587,8 +611,7 @@ def accuracy_under_shift(models: dict, images: np.ndarray, labels: np.ndarray, s
         moves = [(0, 0)] if shift == 0 else [(shift, 0), (-shift, 0), (0, shift), (0, -shift)]
         inputs = [prepare(data.shift_images(images, right=right, down=down)) for right, down in moves]
         for label, model in models.items():
-            correct = [np.mean(predict_scores(model, x).argmax(axis=1) == labels) for x in inputs]
-            results[label].append(float(np.mean(correct)))
+            results[label].append(float(np.mean([accuracy(model, x, labels) for x in inputs])))
     return results
 
 
@@ -627,9 +650,9 @@ def batch_norm_input_statistics(model, layer: str, images: np.ndarray, *, batch_
     Returns:
         ``(mean, variance)``: float32 arrays with one value per channel (the last axis).
     """
-    probe = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, model.get_layer(layer).input)
-    values = np.concatenate([np.asarray(probe(images[start:start + batch_size], training=False))
-                             for start in range(0, len(images), batch_size)])
+    from .models import probe
+
+    values = predict_scores(probe(model, model.get_layer(layer).input), images, batch_size=batch_size)
     axes = tuple(range(values.ndim - 1))
     return values.mean(axis=axes), values.var(axis=axes)
 
